@@ -1,0 +1,41 @@
+# Thin wrappers; every target works on a fresh machine with Python 3.11 (and Go >= 1.26 for the
+# e2e control plane, or RECONCILER_E2E_USE_KUBECONFIG=1 with an existing cluster).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test test-unit test-e2e lint demo cluster bench schema clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: lint test-unit test-e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-e2e: $(STAMP)
+	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
+	$(BIN)/pytest tests/e2e
+
+cluster:
+	bash tests/e2e/cluster/build.sh
+
+demo: $(STAMP)
+	$(BIN)/python -m reconciler.demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine_bench.py
+
+schema: $(STAMP)
+	$(BIN)/reconciler schema > schema/workflow.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""DAGs, time, limits and failure policy. Knows nothing about Kubernetes or git."""

@@ -1,0 +1,52 @@
+"""The one small interface between the engine and whatever changes the world.
+
+The engine knows DAGs, time and failure policy; an `Actions` implementation knows
+Kubernetes (reconciler/actions) or is an in-memory double (tests). Every method is async and
+may raise TransientError or PermanentError (engine/errors.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from reconciler.manifest.schema import CustomStep, StepBase
+
+Captured = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    run_id: str
+    workflow: str
+    attempt: int
+
+
+class Actions(Protocol):
+    async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
+        """Record exactly what `apply` will change, before changing it. JSON-safe; secret
+        values must already be replaced by digests here."""
+        ...
+
+    async def apply(
+        self, step: StepBase, captured: Captured, ctx: StepContext
+    ) -> dict[str, Any] | None:
+        """Make the change. Idempotent: re-applying an effect already present changes nothing.
+        May return details worth recording (e.g. a Job's log tail)."""
+        ...
+
+    async def wait(self, step: StepBase, captured: Captured, ctx: StepContext) -> None:
+        """Return once the change has really taken effect (rollout done, pods gone)."""
+        ...
+
+    async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
+        """Restore the captured state and wait for it. May return a note for the record
+        (e.g. "evicted pods are not restored")."""
+        ...
+
+
+def is_reversible(step: StepBase) -> bool:
+    """A Custom step is reversible only when it declares its own rollback Job."""
+    if isinstance(step, CustomStep):
+        return step.params.rollback is not None
+    return step.reversible

@@ -1,0 +1,125 @@
+"""Rollback: which steps to undo, in what order, and running the undos (DESIGN.md §6).
+
+Order: the reverse of the order steps started. A step starts only after everything it
+depends on has finished, so in the reversed list every step comes before the steps it
+depended on: a step is undone only after everything that depended on it is undone.
+Undos run one at a time: rollback is the moment to be careful, not fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+from reconciler.engine.clock import Clock
+from reconciler.engine.errors import PermanentError, classify, describe
+from reconciler.engine.interface import Actions, StepContext, is_reversible
+from reconciler.engine.record import ErrorKind, RollbackRecord, RunRecord, UndoEntry, UndoResult
+from reconciler.engine.retry import backoff_delay
+from reconciler.manifest.durations import format_duration
+from reconciler.manifest.schema import RollbackPolicy, StepBase
+
+Emit = Callable[[str, str, str | None], Awaitable[None]]
+
+
+def plan_rollback(record: RunRecord) -> list[str]:
+    """Steps whose change may be in the cluster, dependents first."""
+    return [name for name in reversed(record.execution_order) if record.steps[name].changed]
+
+
+async def run_rollback(
+    *,
+    record: RunRecord,
+    steps: Mapping[str, StepBase],
+    actions: Actions,
+    policy: RollbackPolicy,
+    reason: str,
+    clock: Clock,
+    rng: random.Random,
+    emit: Emit,
+) -> bool:
+    """Undo what `plan_rollback` names; True if everything reversible was undone."""
+    rollback = RollbackRecord(reason=reason, started=clock.now())
+    record.rollback = rollback
+    names = plan_rollback(record)
+    try:
+        async with asyncio.timeout(policy.timeout):
+            for name in names:
+                step = steps[name]
+                entry = UndoEntry(step=name, action=step.action, result=UndoResult.UNDONE)  # type: ignore[attr-defined]
+                rollback.entries.append(entry)
+                if not is_reversible(step):
+                    entry.result = UndoResult.IRREVERSIBLE
+                    entry.started = entry.finished = clock.now()
+                    entry.note = f"{step.action} cannot be undone; skipped"  # type: ignore[attr-defined]
+                else:
+                    await _undo_one(step, entry, record, actions, clock, rng)
+                await emit("rollback", entry.result.value, name)
+    except TimeoutError:
+        _mark_unfinished(rollback, names, steps, clock, policy)
+        await emit("rollback", "TimedOut", None)
+    rollback.finished = clock.now()
+    return all(e.result in (UndoResult.UNDONE, UndoResult.IRREVERSIBLE) for e in rollback.entries)
+
+
+async def _undo_one(
+    step: StepBase,
+    entry: UndoEntry,
+    record: RunRecord,
+    actions: Actions,
+    clock: Clock,
+    rng: random.Random,
+) -> None:
+    captured = record.steps[step.name].captured or {}
+    entry.started = clock.now()
+    while True:
+        entry.attempts += 1
+        ctx = StepContext(record.run_id, record.workflow, entry.attempts)
+        try:
+            async with asyncio.timeout(step.timeout) as scope:
+                entry.note = await actions.undo(step, captured, ctx)
+        except TimeoutError as err:
+            kind = ErrorKind.TIMEOUT if scope.expired() else ErrorKind.TRANSIENT
+            error = (
+                f"undo timed out after {format_duration(step.timeout)}"
+                if scope.expired()
+                else describe(err)
+            )
+        except Exception as err:  # an undo failure is recorded; rollback goes on
+            kind, error = classify(err), describe(err)
+            if isinstance(err, PermanentError):
+                kind = ErrorKind.PERMANENT
+        else:
+            entry.result, entry.error, entry.finished = UndoResult.UNDONE, None, clock.now()
+            return
+        entry.error = error
+        if kind != ErrorKind.PERMANENT and entry.attempts <= step.retry.limit:
+            await clock.sleep(backoff_delay(step.retry, entry.attempts, rng))
+            continue
+        entry.result, entry.finished = UndoResult.FAILED, clock.now()
+        return
+
+
+def _mark_unfinished(
+    rollback: RollbackRecord,
+    names: list[str],
+    steps: Mapping[str, StepBase],
+    clock: Clock,
+    policy: RollbackPolicy,
+) -> None:
+    message = f"rollback timeout {format_duration(policy.timeout)} exceeded"
+    if rollback.entries and rollback.entries[-1].finished is None:  # the undo cut short
+        last = rollback.entries[-1]
+        last.result, last.error, last.finished = UndoResult.FAILED, message, clock.now()
+    reached = {e.step for e in rollback.entries}
+    for name in names:
+        if name not in reached:
+            rollback.entries.append(
+                UndoEntry(
+                    step=name,
+                    action=steps[name].action,
+                    result=UndoResult.NOT_REACHED,
+                    error=message,
+                )  # type: ignore[attr-defined]
+            )

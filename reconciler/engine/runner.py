@@ -1,0 +1,298 @@
+"""Run one workflow: DAG order with priorities, per-workflow and global concurrency limits,
+attempt timeouts, retries for transient errors, workflow timeout, cancellation, rollback.
+
+Every state change goes through `_emit`, which awaits the hook before the engine moves on:
+that is what lets a checkpoint be durable before the next step starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from reconciler.engine.clock import Clock
+from reconciler.engine.dag import Dag
+from reconciler.engine.errors import PermanentError, classify, describe
+from reconciler.engine.interface import Actions, StepContext
+from reconciler.engine.record import (
+    Attempt,
+    ErrorKind,
+    RunPhase,
+    RunRecord,
+    StepPhase,
+    StepRecord,
+    Transition,
+)
+from reconciler.engine.retry import backoff_delay
+from reconciler.engine.rollback import plan_rollback, run_rollback
+from reconciler.manifest.durations import format_duration
+from reconciler.manifest.identity import content_hash, run_id
+from reconciler.manifest.schema import StepBase, Workflow
+
+Hook = Callable[[RunRecord, Transition], Awaitable[None]]
+
+
+class Engine:
+    """Runs workflows; one instance per process so the global step limit is shared."""
+
+    def __init__(
+        self,
+        actions: Actions,
+        *,
+        global_limit: int | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        hook: Hook | None = None,
+    ) -> None:
+        self.actions = actions
+        self.slots = asyncio.Semaphore(global_limit) if global_limit else None
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()
+        self.hook = hook
+
+    async def run(
+        self,
+        workflow: Workflow,
+        *,
+        digest: str | None = None,
+        revision: str | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> RunRecord:
+        """Run to a final phase and return the record. Setting `cancel` stops scheduling,
+        cancels running steps and rolls back, like a workflow timeout."""
+        return await _Run(
+            self, workflow, digest or content_hash(workflow), revision, cancel
+        ).execute()
+
+
+class _Run:
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        digest: str,
+        revision: str | None,
+        cancel: asyncio.Event | None,
+    ) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.cancel = cancel
+        self.steps: dict[str, StepBase] = {s.name: s for s in workflow.spec.steps}
+        self.dag = Dag.from_workflow(workflow)
+        self.record = RunRecord(
+            workflow=workflow.metadata.name,
+            run_id=run_id(workflow, digest),
+            content_hash=digest,
+            max_concurrent=workflow.spec.max_concurrent,
+            revision=revision,
+            steps={
+                s.name: StepRecord(
+                    name=s.name,
+                    action=s.action,  # type: ignore[attr-defined]
+                    depends_on=list(s.depends_on),
+                    continue_on_failure=s.continue_on_failure,
+                )
+                for s in workflow.spec.steps
+            },
+        )
+
+    def now(self) -> float:
+        return self.engine.clock.now()
+
+    async def _emit(self, scope: str, phase: str, step: str | None = None) -> None:
+        if self.engine.hook is not None:
+            await self.engine.hook(self.record, Transition(scope, phase, step))
+
+    # ------------------------------------------------------------------ the run
+
+    async def execute(self) -> RunRecord:
+        record = self.record
+        record.phase, record.started = RunPhase.RUNNING, self.now()
+        await self._emit("run", record.phase)
+        stop_reason, stop_message = await self._run_steps()
+        for step in record.steps.values():
+            if step.phase == StepPhase.PENDING:
+                step.phase = StepPhase.SKIPPED
+        if stop_reason is None:
+            record.phase = RunPhase.SUCCEEDED
+            record.message = self._success_message()
+        else:
+            record.reason, record.message = stop_reason, stop_message
+            await self._finish_failed(stop_reason)
+        record.finished = self.now()
+        await self._emit("run", record.phase)
+        return record
+
+    async def _finish_failed(self, reason: str) -> None:
+        record, policy = self.record, self.workflow.spec.rollback
+        to_undo = plan_rollback(record)
+        if policy.on_failure and to_undo:
+            record.phase = RunPhase.ROLLING_BACK
+            await self._emit("run", record.phase)
+            complete = await run_rollback(
+                record=record,
+                steps=self.steps,
+                actions=self.engine.actions,
+                policy=policy,
+                reason=reason,
+                clock=self.engine.clock,
+                rng=self.engine.rng,
+                emit=self._emit,
+            )
+            record.phase = RunPhase.ROLLED_BACK if complete else RunPhase.PARTIALLY_ROLLED_BACK
+            return
+        record.phase = RunPhase.CANCELLED if reason == "Cancelled" else RunPhase.FAILED
+        if to_undo:
+            record.message = (record.message or "") + (
+                f"; rollback is off, {len(to_undo)} changed step(s) left as they are"
+            )
+
+    def _success_message(self) -> str:
+        total = len(self.record.steps)
+        failed = [s.name for s in self.record.steps.values() if s.phase == StepPhase.FAILED]
+        text = f"{total - len(failed)}/{total} steps succeeded"
+        if failed:
+            text += f"; failed with continueOnFailure: {', '.join(failed)}"
+        return text
+
+    async def _run_steps(self) -> tuple[str | None, str | None]:
+        """Schedule until everything is done or something stops the run; return why."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.workflow.spec.timeout
+        limit = self.workflow.spec.max_concurrent
+        queue = self.dag.ready_queue()
+        running: dict[asyncio.Task[None], str] = {}
+        cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
+        reason: str | None = None
+        message: str | None = None
+        try:
+            while True:
+                while reason is None and queue.has_ready() and len(running) < limit:
+                    name = queue.pop()
+                    running[asyncio.create_task(self._run_step(name), name=name)] = name
+                if not running:
+                    break
+                waiters: set[asyncio.Future[Any]] = set(running)
+                if cancel_wait is not None:
+                    waiters.add(cancel_wait)
+                done, _ = await asyncio.wait(
+                    waiters,
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done or (cancel_wait is not None and cancel_wait in done):
+                    if not done:
+                        reason = "WorkflowTimeout"
+                        limit_text = format_duration(self.workflow.spec.timeout)
+                        message = f"workflow timeout {limit_text} exceeded"
+                    else:
+                        reason, message = "Cancelled", "cancelled while running"
+                    await _cancel_all(running)
+                    break
+                for task in done:
+                    name = running.pop(task)  # type: ignore[arg-type]
+                    task.result()  # a hook or engine bug surfaces here, loudly
+                    step = self.record.steps[name]
+                    if step.phase == StepPhase.SUCCEEDED or step.continue_on_failure:
+                        queue.done(name)
+                    elif reason is None:
+                        # Stop scheduling; steps already running are allowed to finish.
+                        reason, message = "StepFailed", f"step {name!r} failed: {step.message}"
+        finally:
+            if cancel_wait is not None:
+                cancel_wait.cancel()
+            await _cancel_all(running)  # only non-empty if we ourselves were cancelled
+        return reason, message
+
+    # ------------------------------------------------------------------ one step
+
+    async def _run_step(self, name: str) -> None:
+        slots = self.engine.slots
+        async with slots if slots is not None else contextlib.nullcontext():
+            await self._run_step_holding_slot(name)
+
+    async def _run_step_holding_slot(self, name: str) -> None:
+        step, rec = self.steps[name], self.record.steps[name]
+        rec.phase, rec.started = StepPhase.RUNNING, self.now()
+        self.record.execution_order.append(name)
+        await self._emit("step", rec.phase, name)
+        number = 0
+        while True:
+            number += 1
+            attempt = Attempt(number=number, started=self.now())
+            rec.attempts.append(attempt)
+            ctx = StepContext(self.record.run_id, self.record.workflow, number)
+            try:
+                async with asyncio.timeout(step.timeout) as scope:
+                    rec.result = await self._attempt(step, rec, ctx)
+            except TimeoutError as err:
+                expired = scope.expired()
+                kind = ErrorKind.TIMEOUT if expired else ErrorKind.TRANSIENT
+                error = (
+                    f"attempt timed out after {format_duration(step.timeout)}"
+                    if expired
+                    else describe(err)
+                )
+            except asyncio.CancelledError:
+                attempt.finished, attempt.error, attempt.error_kind = (
+                    self.now(),
+                    "cancelled",
+                    ErrorKind.CANCELLED,
+                )
+                rec.phase, rec.finished, rec.message = (
+                    StepPhase.CANCELLED,
+                    self.now(),
+                    "cancelled while running",
+                )
+                await self._emit("step", rec.phase, name)
+                raise
+            except Exception as err:  # classified below; nothing escapes a step unrecorded
+                kind, error = classify(err), describe(err)
+            else:
+                attempt.finished = self.now()
+                rec.phase, rec.finished, rec.message = StepPhase.SUCCEEDED, self.now(), None
+                await self._emit("step", rec.phase, name)
+                return
+            attempt.finished, attempt.error, attempt.error_kind = self.now(), error, kind
+            if kind != ErrorKind.PERMANENT and number <= step.retry.limit:
+                delay = backoff_delay(step.retry, number, self.engine.rng)
+                rec.phase = StepPhase.RETRYING
+                rec.message = f"attempt {number} failed ({error}); retrying in {delay:.1f}s"
+                await self._emit("step", rec.phase, name)
+                await self.engine.clock.sleep(delay)
+                rec.phase = StepPhase.RUNNING
+                continue
+            rec.phase, rec.finished = StepPhase.FAILED, self.now()
+            rec.message = error if number == 1 else f"{error} (after {number} attempts)"
+            await self._emit("step", rec.phase, name)
+            return
+
+    async def _attempt(
+        self, step: StepBase, rec: StepRecord, ctx: StepContext
+    ) -> dict[str, Any] | None:
+        actions = self.engine.actions
+        if rec.captured is None:
+            # Captured once, before the first change, and made durable (hook) before apply:
+            # a retry must not re-capture a state the step itself already changed.
+            rec.captured = await actions.capture(step, ctx)
+            await self._emit("step", "Captured", step.name)
+        was_changed, rec.changed = rec.changed, True
+        try:
+            result = await actions.apply(step, rec.captured, ctx)
+        except PermanentError:
+            # The API refused the write: nothing changed, nothing for rollback to undo.
+            rec.changed = was_changed
+            raise
+        await actions.wait(step, rec.captured, ctx)
+        return result
+
+
+async def _cancel_all(running: dict[asyncio.Task[None], str]) -> None:
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.gather(*running, return_exceptions=True)
+    running.clear()

@@ -1,0 +1,114 @@
+"""Rules the types cannot express: step names, dependencies, cycles, what a target must name.
+
+Works on validated models and returns (field path, message) pairs; the loader turns paths
+into file:line:column. Knows nothing about YAML, git or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+
+from reconciler.manifest.errors import FieldPath
+from reconciler.manifest.schema import StepBase, Workflow
+
+Problem = tuple[FieldPath, str]
+
+
+def check_workflow(workflow: Workflow) -> list[Problem]:
+    problems: list[Problem] = []
+    steps = workflow.spec.steps
+    first_index: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if step.name in first_index:
+            problems.append(
+                (
+                    ("spec", "steps", i, "name"),
+                    f"duplicate step name {step.name!r} (see spec.steps[{first_index[step.name]}])",
+                )
+            )
+        else:
+            first_index[step.name] = i
+
+    for i, step in enumerate(steps):
+        problems.extend(_check_target(i, step))
+        seen: set[str] = set()
+        for j, dep in enumerate(step.depends_on):
+            path: FieldPath = ("spec", "steps", i, "dependsOn", j)
+            if dep == step.name:
+                problems.append((path, f"step {step.name!r} depends on itself"))
+            elif dep not in first_index:
+                problems.append((path, f"unknown step {dep!r}{suggest(dep, first_index)}"))
+            elif dep in seen:
+                problems.append((path, f"{dep!r} is listed twice in dependsOn"))
+            seen.add(dep)
+
+    if not problems:
+        problems.extend(_check_cycles(workflow))
+    return problems
+
+
+def _check_target(i: int, step: StepBase) -> list[Problem]:
+    target = step.target
+    base: FieldPath = ("spec", "steps", i, "target")
+    kind = step.target_kind
+    action = step.action  # type: ignore[attr-defined]
+    if kind == "namespaced-object":
+        missing = [f for f in ("namespace", "name") if getattr(target, f) is None]
+        if missing:
+            return [(base, f"{action} needs target.{' and target.'.join(missing)}")]
+    elif kind == "node":
+        if target.name is None:
+            return [(base, f"{action} needs target.name (the node)")]
+        if target.namespace is not None:
+            return [(base + ("namespace",), "nodes are cluster-scoped: remove target.namespace")]
+    elif kind == "namespace" and target.namespace is None:
+        return [(base, f"{action} needs target.namespace")]
+    if action == "DeletePod":
+        has_selector = step.params.selector is not None  # type: ignore[attr-defined]
+        if (target.name is None) == (not has_selector):
+            return [(base, "DeletePod needs exactly one of target.name or params.selector")]
+    if action == "UpdateSecret":
+        params = step.params  # type: ignore[attr-defined]
+        if (params.data is None) == (params.from_secret is None):
+            return [(("spec", "steps", i, "params"), "give exactly one of data or fromSecret")]
+    if action == "Apply":
+        return _check_apply_manifest(i, step)
+    return []
+
+
+def _check_apply_manifest(i: int, step: StepBase) -> list[Problem]:
+    manifest = step.params.manifest  # type: ignore[attr-defined]
+    path: FieldPath = ("spec", "steps", i, "params", "manifest")
+    problems: list[Problem] = []
+    for field in ("apiVersion", "kind"):
+        if not isinstance(manifest.get(field), str) or not manifest.get(field):
+            problems.append((path + (field,), f"manifest.{field} is required"))
+    meta = manifest.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        problems.append((path + ("metadata",), "manifest.metadata.name is required"))
+    return problems
+
+
+def _check_cycles(workflow: Workflow) -> list[Problem]:
+    graph = {s.name: list(s.depends_on) for s in workflow.spec.steps}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as err:
+        # graphlib lists each node before the one that depends on it: [a, b, c, a] reads
+        # "b runs after a", the direction people draw a DAG in.
+        cycle = list(err.args[1])
+        index = next(i for i, s in enumerate(workflow.spec.steps) if s.name == cycle[1])
+        return [
+            (
+                ("spec", "steps", index, "dependsOn"),
+                "dependency cycle: " + " -> ".join(cycle),
+            )
+        ]
+    return []
+
+
+def suggest(word: str, candidates: object) -> str:
+    """`; did you mean 'x'?` for a near miss, else empty."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)  # type: ignore[call-overload]
+    return f"; did you mean {close[0]!r}?" if close else ""
