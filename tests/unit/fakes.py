@@ -58,7 +58,9 @@ class FakeActions:
         self._raise_for(step, ctx, "capture")
         return {"before": self.state.get(step.name, "original")}
 
-    async def apply(self, step: StepBase, captured: Captured, ctx: StepContext) -> dict[str, Any] | None:
+    async def apply(
+        self, step: StepBase, captured: Captured, ctx: StepContext
+    ) -> dict[str, Any] | None:
         call = Call(step.name, "apply", asyncio.get_running_loop().time())
         self.calls.append(call)
         self.running += 1

@@ -1,0 +1,78 @@
+"""Command line: a thin shell over the same functions the daemon uses.
+
+Exit codes: 0 success, 1 invalid input or a failed run, 2 usage error (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler import __version__
+from reconciler.manifest.jsonschema import workflow_schema_json
+from reconciler.manifest.loader import LoadResult, load_paths
+from reconciler.plan import plan_workflow, render_text
+
+
+def _print_issues(result: LoadResult) -> None:
+    for issue in result.issues:
+        print(issue, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths)
+    _print_issues(result)
+    if result.ok:
+        print(f"{len(result.workflows)} workflow(s) valid", file=sys.stderr)
+        return 0
+    return 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths)
+    _print_issues(result)
+    plans = [plan_workflow(w) for w in result.workflows]
+    if args.format == "json":
+        errors = [
+            {"file": i.file, "line": i.line, "column": i.column, "message": i.message}
+            for i in result.issues
+        ]
+        print(json.dumps({"workflows": plans, "errors": errors}, indent=2))
+    else:
+        print("\n\n".join(render_text(p) for p in plans))
+    return 0 if result.ok else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(workflow_schema_json())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="GitOps daemon for multi-step Kubernetes remediation workflows.",
+    )
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check workflow files; errors as path:line:col")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("schema", help="print the Workflow JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

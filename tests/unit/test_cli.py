@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli import main
+
+EXAMPLES = Path(__file__).parents[2] / "examples-repo" / "workflows"
+
+
+def test_validate_examples_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES)]) == 0
+    assert "workflow(s) valid" in capsys.readouterr().err
+
+
+def test_validate_reports_path_line_col_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\nmetadata: {name: x}\n"
+        "spec:\n  steps:\n    - {name: a, action: ScaleDeployment, target: {namespace: n, name: d},"
+        " params: {replicas: many}}\n"
+    )
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{bad}:6:84: spec.steps[0].params.replicas: Input should be a valid integer, got str 'many'"
+    ]
+
+
+def test_usage_error_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate"])
+    assert exc.value.code == 2
+
+
+def test_plan_json_is_stable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(EXAMPLES / "checkout-latency.yaml"), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (plan,) = out["workflows"]
+    assert out["errors"] == []
+    assert plan["name"] == "checkout-latency-remediation"
+    assert plan["runId"] == f"{plan['name']}-{plan['contentHash'][:10]}"
+    assert plan["levels"] == [["scale-up"], ["new-image", "bump-cache"]]
+    assert plan["startOrder"] == ["scale-up", "new-image", "bump-cache"]
+    assert plan["criticalPath"] == {"steps": ["scale-up", "new-image"], "estimateSeconds": 480.0}
+    assert set(plan) == {
+        "name",
+        "file",
+        "line",
+        "runId",
+        "contentHash",
+        "maxConcurrent",
+        "steps",
+        "levels",
+        "startOrder",
+        "criticalPath",
+        "estimatedMakespanSeconds",
+    }
+
+
+def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(EXAMPLES / "node-maintenance.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "start order:    cordon -> drain -> health-check -> uncordon" in out
+
+
+def test_schema_is_valid_json_schema_for_the_workflow(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert schema["required"] == ["apiVersion", "kind", "metadata", "spec"]
+    assert schema["additionalProperties"] is False
+    step = schema["$defs"]["ScaleDeploymentStep"]
+    assert step["properties"]["timeout"]["pattern"].startswith("^(")
+    assert "dependsOn" in step["properties"]
