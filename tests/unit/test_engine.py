@@ -96,7 +96,7 @@ def test_br_workflow_013_failure_in_step_3_rolls_back_2_then_1() -> None:
     assert "deployment shop/app not found" in record.message
 
 
-def test_br_workflow_016_irreversible_step_skipped_and_recorded() -> None:
+def test_br_workflow_014_irreversible_step_skipped_and_recorded() -> None:
     steps = [
         {"name": "scale"},
         {
