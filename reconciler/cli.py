@@ -46,6 +46,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from reconciler.runonce import run_once  # imports the Kubernetes client only when needed
+
+    result = load_paths(args.paths)
+    _print_issues(result)
+    if not result.ok:
+        print("not running anything: fix the errors above first", file=sys.stderr)
+        return 1
+    return run_once(
+        result.workflows,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        global_limit=args.max_concurrent_steps,
+        capture_namespace=args.capture_namespace,
+    )
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(workflow_schema_json())
     return 0
@@ -67,6 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run each workflow once and exit (the only mode of `run`; the daemon watches git)",
+    )
+    p.add_argument(
+        "--kubeconfig", help="default: in-cluster config, then $KUBECONFIG or ~/.kube/config"
+    )
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument(
+        "--max-concurrent-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="global limit on steps running at once across all workflows",
+    )
+    p.add_argument(
+        "--capture-namespace",
+        default="reconciler-system",
+        help="where captured Secret values are kept (default: reconciler-system)",
+    )
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="print the Workflow JSON Schema")
     p.set_defaults(func=cmd_schema)

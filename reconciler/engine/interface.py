@@ -15,11 +15,14 @@ from reconciler.manifest.schema import CustomStep, StepBase
 Captured = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepContext:
     run_id: str
     workflow: str
     attempt: int
+    # Set by an action while it waits ("2 of 4 updated replicas available"); the engine puts
+    # it into the timeout message, so a timed-out step says what it was waiting for.
+    waiting_for: str | None = None
 
 
 class Actions(Protocol):
@@ -35,8 +38,11 @@ class Actions(Protocol):
         May return details worth recording (e.g. a Job's log tail)."""
         ...
 
-    async def wait(self, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        """Return once the change has really taken effect (rollout done, pods gone)."""
+    async def wait(
+        self, step: StepBase, captured: Captured, ctx: StepContext
+    ) -> dict[str, Any] | None:
+        """Return once the change has really taken effect (rollout done, pods gone). May
+        return details worth recording, merged with apply's."""
         ...
 
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:

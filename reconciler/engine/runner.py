@@ -40,7 +40,7 @@ class Engine:
 
     def __init__(
         self,
-        actions: Actions,
+        actions: Actions | None = None,
         *,
         global_limit: int | None = None,
         clock: Clock | None = None,
@@ -60,12 +60,26 @@ class Engine:
         digest: str | None = None,
         revision: str | None = None,
         cancel: asyncio.Event | None = None,
+        actions: Actions | None = None,
+        hook: Hook | None = None,
     ) -> RunRecord:
         """Run to a final phase and return the record. Setting `cancel` stops scheduling,
-        cancels running steps and rolls back, like a workflow timeout."""
-        return await _Run(
-            self, workflow, digest or content_hash(workflow), revision, cancel
-        ).execute()
+        cancels running steps and rolls back, like a workflow timeout. `actions` overrides
+        the engine's for this run (e.g. bound to the run's WorkflowExecution owner), `hook`
+        likewise (e.g. that run's checkpoint writer)."""
+        chosen = actions or self.actions
+        if chosen is None:
+            raise ValueError("no actions: pass them to Engine() or to run()")
+        run = _Run(
+            self,
+            workflow,
+            digest or content_hash(workflow),
+            revision,
+            cancel,
+            chosen,
+            hook or self.hook,
+        )
+        return await run.execute()
 
 
 class _Run:
@@ -76,8 +90,12 @@ class _Run:
         digest: str,
         revision: str | None,
         cancel: asyncio.Event | None,
+        actions: Actions,
+        hook: Hook | None,
     ) -> None:
         self.engine = engine
+        self.actions = actions
+        self.hook = hook
         self.workflow = workflow
         self.cancel = cancel
         self.steps: dict[str, StepBase] = {s.name: s for s in workflow.spec.steps}
@@ -103,8 +121,8 @@ class _Run:
         return self.engine.clock.now()
 
     async def _emit(self, scope: str, phase: str, step: str | None = None) -> None:
-        if self.engine.hook is not None:
-            await self.engine.hook(self.record, Transition(scope, phase, step))
+        if self.hook is not None:
+            await self.hook(self.record, Transition(scope, phase, step))
 
     # ------------------------------------------------------------------ the run
 
@@ -135,7 +153,7 @@ class _Run:
             complete = await run_rollback(
                 record=record,
                 steps=self.steps,
-                actions=self.engine.actions,
+                actions=self.actions,
                 policy=policy,
                 reason=reason,
                 clock=self.engine.clock,
@@ -233,6 +251,7 @@ class _Run:
                 kind = ErrorKind.TIMEOUT if expired else ErrorKind.TRANSIENT
                 error = (
                     f"attempt timed out after {format_duration(step.timeout)}"
+                    + (f" waiting for {ctx.waiting_for}" if ctx.waiting_for else "")
                     if expired
                     else describe(err)
                 )
@@ -273,7 +292,7 @@ class _Run:
     async def _attempt(
         self, step: StepBase, rec: StepRecord, ctx: StepContext
     ) -> dict[str, Any] | None:
-        actions = self.engine.actions
+        actions = self.actions
         if rec.captured is None:
             # Captured once, before the first change, and made durable (hook) before apply:
             # a retry must not re-capture a state the step itself already changed.
@@ -286,8 +305,10 @@ class _Run:
             # The API refused the write: nothing changed, nothing for rollback to undo.
             rec.changed = was_changed
             raise
-        await actions.wait(step, rec.captured, ctx)
-        return result
+        waited = await actions.wait(step, rec.captured, ctx)
+        if result or waited:
+            return {**(result or {}), **(waited or {})}
+        return None
 
 
 async def _cancel_all(running: dict[asyncio.Task[None], str]) -> None:

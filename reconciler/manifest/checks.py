@@ -84,6 +84,10 @@ def _check_apply_manifest(i: int, step: StepBase) -> list[Problem]:
     for field in ("apiVersion", "kind"):
         if not isinstance(manifest.get(field), str) or not manifest.get(field):
             problems.append((path + (field,), f"manifest.{field} is required"))
+    if manifest.get("kind") == "Secret":
+        # An inline Secret would put its values in git; UpdateSecret can take them from
+        # another Secret and records only digests.
+        problems.append((path + ("kind",), "use UpdateSecret for Secrets, not Apply"))
     meta = manifest.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         problems.append((path + ("metadata",), "manifest.metadata.name is required"))

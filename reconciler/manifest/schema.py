@@ -145,8 +145,11 @@ class DeletePodParams(Model):
 
 
 class DrainParams(Model):
+    """Like `kubectl drain`: the same refusals unless the matching flag is set."""
+
     ignore_daemon_sets: bool = True
     delete_empty_dir_data: bool = False
+    force: bool = Field(False, description="also evict pods no controller will recreate")
     grace_period: int | None = Field(None, ge=0, description="seconds; default: the pod's own")
 
 

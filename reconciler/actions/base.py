@@ -1,0 +1,76 @@
+"""What every action implements, and the small helpers they share."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+from reconciler.actions.kube import Kube
+from reconciler.engine.interface import Captured, StepContext
+from reconciler.manifest.schema import StepBase
+
+
+class Action:
+    """capture -> apply -> wait -> undo, each against the live API through `Kube`.
+
+    `apply` must be idempotent: after a crash the engine may apply again a step whose effect is
+    already present, and that must change nothing.
+    """
+
+    name: ClassVar[str]
+
+    async def capture(
+        self, kube: Kube, step: StepBase, ctx: StepContext, owner: dict[str, Any] | None
+    ) -> Captured:
+        raise NotImplementedError
+
+    async def apply(
+        self,
+        kube: Kube,
+        step: StepBase,
+        captured: Captured,
+        ctx: StepContext,
+        owner: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    async def wait(
+        self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext
+    ) -> dict[str, Any] | None:
+        return None
+
+    async def undo(
+        self,
+        kube: Kube,
+        step: StepBase,
+        captured: Captured,
+        ctx: StepContext,
+        owner: dict[str, Any] | None,
+    ) -> str | None:
+        raise NotImplementedError(f"{self.name} cannot be undone")
+
+
+def target_of(step: StepBase) -> tuple[str, str]:
+    assert step.target.namespace is not None and step.target.name is not None
+    return step.target.namespace, step.target.name
+
+
+def digest(value: bytes | str) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def run_object_name(run_id: str, step: str, suffix: str = "") -> str:
+    """A DNS-1123 name unique per run and step, short enough for a label value (63)."""
+    short = hashlib.sha256(f"{run_id}/{step}".encode()).hexdigest()[:8]
+    base = f"{step[: 63 - 10 - len(suffix)]}-{short}{suffix}"
+    return base.strip("-")
+
+
+def run_labels(ctx: StepContext, step: StepBase) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "reconciler",
+        "reconciler.dev/workflow": ctx.workflow,
+        "reconciler.dev/run-id": ctx.run_id[:63],
+        "reconciler.dev/step": step.name,
+    }

@@ -1,0 +1,148 @@
+"""Custom: run a Kubernetes Job owned by the run's WorkflowExecution; its optional `rollback`
+Job runs on undo. Success and failure come from the Job's conditions; the tail of its pod log
+goes into the run record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.actions.base import Action, run_labels, run_object_name
+from reconciler.actions.kube import Kube, is_status, ns_path, poll
+from reconciler.engine.errors import PermanentError
+from reconciler.engine.interface import Captured, StepContext
+from reconciler.manifest.schema import JobSpec, StepBase
+
+LOG_LINES = 20
+
+
+def job_body(
+    name: str, namespace: str, spec: JobSpec, labels: dict[str, str], owner: dict[str, Any] | None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "step", "image": spec.image}
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.env:
+        container["env"] = [{"name": k, "value": v} for k, v in spec.env.items()]
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner] if owner else [],
+        },
+        "spec": job_spec,
+    }
+
+
+async def run_job(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    spec: JobSpec,
+    ctx: StepContext,
+    step: StepBase,
+    owner: dict[str, Any] | None,
+) -> None:
+    """Create the Job unless it exists (a resumed run must not start it twice)."""
+    body = job_body(name, namespace, spec, run_labels(ctx, step), owner)
+    what = f"job {namespace}/{name}"
+    try:
+        await kube.write(what, "POST", ns_path("batch/v1", namespace, "jobs"), body)
+    except Exception as err:
+        if not is_status(err.__cause__, 409):  # AlreadyExists: created before a crash
+            raise
+
+
+async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> dict[str, Any]:
+    what = f"job {namespace}/{name}"
+    outcome: dict[str, Any] = {}
+
+    async def check() -> str | None:
+        job = await kube.get(what, ns_path("batch/v1", namespace, "jobs", name))
+        for cond in job.get("status", {}).get("conditions") or []:
+            if cond.get("status") != "True":
+                continue
+            if cond.get("type") == "Complete":
+                outcome["logTail"] = await log_tail(kube, namespace, name)
+                return None
+            if cond.get("type") == "Failed":
+                tail = await log_tail(kube, namespace, name)
+                raise PermanentError(
+                    f"{what} failed: {cond.get('reason')}: {cond.get('message')}"
+                    + (f"\nlog tail:\n{tail}" if tail else "")
+                )
+        status = job.get("status", {})
+        return (
+            f"{what} to finish (active {status.get('active', 0)}, failed {status.get('failed', 0)})"
+        )
+
+    await poll(check, lambda w: setattr(ctx, "waiting_for", w))
+    return outcome
+
+
+async def log_tail(kube: Kube, namespace: str, job: str) -> str:
+    """Last lines of the Job's newest pod; best effort (fake kubelets may have no logs)."""
+    try:
+        pods = await kube.get(
+            f"pods of job {namespace}/{job}",
+            ns_path("v1", namespace, "pods"),
+            {"labelSelector": f"job-name={job}"},
+        )
+        items = sorted(
+            pods.get("items", []), key=lambda p: p["metadata"].get("creationTimestamp", "")
+        )
+        if not items:
+            return ""
+        pod = items[-1]["metadata"]["name"]
+        path = ns_path("v1", namespace, "pods", pod) + "/log"
+        return await kube.call(
+            f"log of pod {namespace}/{pod}", lambda: kube.raw("GET", path, {"tailLines": LOG_LINES})
+        )
+    except Exception as err:
+        return f"(log unavailable: {err})"
+
+
+class Custom(Action):
+    name = "Custom"
+
+    async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
+        namespace = step.target.namespace
+        assert namespace is not None
+        return {"namespace": namespace, "job": run_object_name(ctx.run_id, step.name)}
+
+    async def apply(
+        self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
+    ) -> dict[str, Any]:
+        await run_job(kube, captured["namespace"], captured["job"], step.params, ctx, step, owner)  # type: ignore[attr-defined]
+        return {"job": f"{captured['namespace']}/{captured['job']}"}
+
+    async def wait(
+        self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext
+    ) -> dict[str, Any] | None:
+        if kube.dry_run:
+            return None
+        return await wait_job(kube, captured["namespace"], captured["job"], ctx)
+
+    async def undo(
+        self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
+    ) -> str:
+        spec = step.params.rollback  # type: ignore[attr-defined]
+        assert spec is not None  # the engine only undoes reversible steps
+        name = run_object_name(ctx.run_id, step.name, "-rollback")
+        await run_job(kube, captured["namespace"], name, spec, ctx, step, owner)
+        if not kube.dry_run:
+            await wait_job(kube, captured["namespace"], name, ctx)
+        return f"rollback job {captured['namespace']}/{name} completed"

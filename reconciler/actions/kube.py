@@ -1,0 +1,220 @@
+"""The Kubernetes API as the actions see it: a few REST verbs on JSON, run off the event loop,
+with every failure translated into the engine's taxonomy.
+
+We call the API through the official client's generic `DynamicClient.request` with explicit
+paths rather than discovery: the resources the actions touch are fixed and well known, so this
+saves a discovery round-trip per start-up and keeps every request visible in one place. Only
+Apply (arbitrary kinds) uses discovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import urllib3.exceptions
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from reconciler.engine.errors import ActionError, PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FIELD_MANAGER = "reconciler"
+# 409 Conflict (optimistic concurrency), 429 Too Many Requests / PDB-blocked eviction,
+# 5xx from an overloaded or restarting API server, 410 Gone (stale list): may succeed later.
+TRANSIENT_STATUS = {409, 410, 429, 500, 502, 503, 504}
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """In-cluster config when running as a Pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    if kubeconfig is None and context is None:
+        try:
+            k8s_config.load_incluster_config()
+            return k8s.ApiClient()
+        except k8s_config.ConfigException:
+            pass
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return k8s.ApiClient(configuration)
+
+
+def api_error(err: BaseException, what: str) -> ActionError:
+    """Translate a client exception into Transient/PermanentError naming the resource."""
+    if isinstance(err, ActionError):
+        return err
+    if isinstance(err, ApiException):
+        status = int(err.status or 0)
+        reason = _api_message(err) or err.reason or "error"
+        if status == 404:
+            return PermanentError(f"{what} not found")
+        if status == 403:
+            return PermanentError(f"forbidden to act on {what}: {reason}")
+        if status in TRANSIENT_STATUS or status == 0:
+            return TransientError(f"{what}: HTTP {status}: {reason}")
+        return PermanentError(f"{what}: HTTP {status}: {reason}")
+    if isinstance(err, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)):
+        return TransientError(f"{what}: cannot reach the API server: {type(err).__name__}: {err}")
+    return PermanentError(f"{what}: {type(err).__name__}: {err}")
+
+
+def _api_message(err: ApiException) -> str | None:
+    body = getattr(err, "body", None)
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body)[:300]
+    return data.get("message") if isinstance(data, dict) else None
+
+
+def is_status(err: BaseException, status: int) -> bool:
+    return isinstance(err, ApiException) and int(err.status or 0) == status
+
+
+@dataclass
+class Kube:
+    """One per process; shared by every action of every run."""
+
+    api: k8s.ApiClient
+    dry_run: bool = False
+    # Objects a run creates (Jobs, capture Secrets) are owned by its WorkflowExecution.
+    capture_namespace: str = "reconciler-system"
+    _dynamic: DynamicClient | None = field(default=None, repr=False)
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api)
+        return self._dynamic
+
+    async def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a blocking client call in a worker thread; translate its errors."""
+        try:
+            return await asyncio.to_thread(fn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise api_error(err, what) from err
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        response = self.dynamic.request(
+            method, path, body=body, query_params=params, content_type=content_type, serialize=False
+        )
+        raw = response.data.decode("utf-8") if hasattr(response, "data") else response
+        return json.loads(raw) if raw else {}
+
+    def raw(self, method: str, path: str, query: dict[str, Any] | None = None) -> str:
+        """A request whose answer is text, not JSON (pod logs)."""
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        response = self.dynamic.request(
+            method, path, query_params=params, serialize=False, header_params={"Accept": "*/*"}
+        )
+        return response.data.decode("utf-8", errors="replace")
+
+    async def get(
+        self, what: str, path: str, query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return await self.call(what, lambda: self._request("GET", path, query=query))
+
+    async def find(self, what: str, path: str) -> dict[str, Any] | None:
+        """GET that returns None for 404 instead of failing."""
+        try:
+            return await asyncio.to_thread(self._request, "GET", path)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if is_status(err, 404):
+                return None
+            raise api_error(err, what) from err
+
+    def _write_query(self, query: dict[str, Any] | None) -> dict[str, Any]:
+        merged = dict(query or {})
+        merged.setdefault("fieldManager", FIELD_MANAGER)
+        if self.dry_run:
+            merged["dryRun"] = "All"  # every write in dry-run mode, validated by the server
+        return merged
+
+    async def write(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        q = self._write_query(query)
+        return await self.call(what, lambda: self._request(method, path, body, q, content_type))
+
+    async def merge_patch(self, what: str, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.write(what, "PATCH", path, patch, "application/merge-patch+json")
+
+    async def strategic_patch(self, what: str, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.write(
+            what, "PATCH", path, patch, "application/strategic-merge-patch+json"
+        )
+
+    async def delete(
+        self, what: str, path: str, query: dict[str, Any] | None = None, missing_ok: bool = True
+    ) -> dict[str, Any] | None:
+        q = {"dryRun": "All"} if self.dry_run else {}
+        q.update(query or {})
+        try:
+            return await asyncio.to_thread(self._request, "DELETE", path, None, q)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if missing_ok and is_status(err, 404):
+                return None  # already gone: deleting is idempotent
+            raise api_error(err, what) from err
+
+
+def ns_path(group_version: str, namespace: str, plural: str, name: str | None = None) -> str:
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def cluster_path(group_version: str, plural: str, name: str | None = None) -> str:
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{base}/{plural}/{quote(name)}" if name else f"{base}/{plural}"
+
+
+async def poll(
+    check: Callable[[], Awaitable[str | None]],
+    on_wait: Callable[[str], None],
+    interval: float = 0.25,
+    max_interval: float = 2.0,
+) -> None:
+    """Call `check` until it returns None (done); each other return says what we wait for.
+
+    No deadline here: the engine's attempt timeout bounds every wait, and the last thing we
+    were waiting for goes into its timeout message through `on_wait`.
+    """
+    while True:
+        waiting_for = await check()
+        if waiting_for is None:
+            return
+        on_wait(waiting_for)
+        await asyncio.sleep(interval)
+        interval = min(max_interval, interval * 1.5)

@@ -1,0 +1,137 @@
+"""Run one workflow in the cluster: its WorkflowExecution (checkpoint, owner, cancel handle),
+the engine, events, and the finalizer dance that makes `kubectl delete` mean "cancel and
+roll back first".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from reconciler.actions.kube import Kube, is_status
+from reconciler.actions.registry import KubeActions
+from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.runner import Engine
+from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.state.checkpoint import (
+    API_VERSION,
+    FINALIZER,
+    KIND,
+    Checkpointer,
+    execution_path,
+    owner_reference,
+    pack,
+    unpack,
+)
+from reconciler.state.events import EventRecorder
+
+Hook = Callable[[RunRecord, Transition], Awaitable[None]]
+
+
+def execution_body(loaded: LoadedWorkflow, revision: str | None) -> dict[str, Any]:
+    manifest = loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    spec = {
+        "workflow": loaded.name,
+        "contentHash": loaded.digest,
+        "source": loaded.file,
+        "manifest": pack(manifest),
+    }
+    if revision:
+        spec["revision"] = revision
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": loaded.run_id,
+            "labels": {
+                "reconciler.dev/workflow": loaded.name,
+                "reconciler.dev/content-hash": loaded.digest[:63],
+            },
+            "finalizers": [FINALIZER],
+        },
+        "spec": spec,
+    }
+
+
+class AlreadyRun(Exception):
+    """The run id already has a finished WorkflowExecution: same content, never twice."""
+
+    def __init__(self, record: dict[str, Any] | None, phase: str) -> None:
+        super().__init__(phase)
+        self.record = record
+        self.phase = phase
+
+
+async def create_execution(
+    kube: Kube, loaded: LoadedWorkflow, revision: str | None
+) -> dict[str, Any]:
+    what = f"workflowexecution {loaded.run_id}"
+    try:
+        return await kube.write(what, "POST", execution_path(), execution_body(loaded, revision))
+    except Exception as err:
+        if not is_status(err.__cause__, 409):
+            raise
+    existing = await kube.get(what, execution_path(loaded.run_id))
+    status = existing.get("status") or {}
+    phase = status.get("phase", RunPhase.PENDING.value)
+    if RunPhase(phase).finished:
+        raise AlreadyRun(unpack(status["record"]) if "record" in status else None, phase) from None
+    return existing  # created earlier but not finished: this process runs it now
+
+
+async def remove_finalizer(kube: Kube, name: str) -> None:
+    what = f"workflowexecution {name}"
+    for _ in range(5):
+        obj = await kube.find(what, execution_path(name))
+        if obj is None:
+            return
+        finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER]
+        patch = {
+            "metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+            }
+        }
+        try:
+            await kube.merge_patch(what, execution_path(name), patch)
+            return
+        except Exception as err:
+            if not is_status(err.__cause__, 409):
+                raise
+
+
+async def run_in_cluster(
+    kube: Kube,
+    engine: Engine,
+    loaded: LoadedWorkflow,
+    *,
+    revision: str | None = None,
+    hooks: Sequence[Hook] = (),
+) -> RunRecord:
+    execution = await create_execution(kube, loaded, revision)
+    checkpoint = Checkpointer(kube, execution)
+    events = EventRecorder(kube, execution)
+    all_hooks = [checkpoint.hook, events.hook, *hooks]
+
+    async def hook(record: RunRecord, t: Transition) -> None:
+        for h in all_hooks:
+            await h(record, t)
+
+    watcher = asyncio.create_task(checkpoint.watch_deletion())
+    try:
+        record = await engine.run(
+            loaded.workflow,
+            digest=loaded.digest,
+            revision=revision,
+            cancel=checkpoint.deleting,
+            actions=KubeActions(kube, owner_reference(execution)),
+            hook=hook,
+        )
+    finally:
+        watcher.cancel()
+    await checkpoint.close()
+    # The finalizer only guards a running run; once the record is final, deleting the
+    # object must just delete it (and, through owner references, what the run created).
+    await remove_finalizer(kube, loaded.run_id)
+    return record

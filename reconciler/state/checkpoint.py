@@ -1,0 +1,190 @@
+"""The WorkflowExecution checkpoint: one cluster object per run, its status the run's state.
+
+Writes are "group commits": every transition marks the status dirty; transitions that must
+be durable before the engine moves on (a captured state before its apply, a finished step
+before its dependents start, every run phase) wait for a write that includes them, and
+concurrent waiters share one write. A 1,000-step workflow thus issues about one write per
+finished batch of steps, not one per transition.
+
+Size: the full record (attempts, captured state, rollback) is stored gzip+base64 in
+status.record; the readable per-step list is kept only up to 500 steps. A 10,000-step run's
+status stays far below etcd's 1.5 MiB object limit (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.actions.kube import Kube, cluster_path
+from reconciler.engine.errors import PermanentError, TransientError
+from reconciler.engine.record import RunRecord, StepPhase, Transition, UndoResult
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "reconciler.dev/v1alpha1"
+KIND = "WorkflowExecution"
+PLURAL = "workflowexecutions"
+FINALIZER = "reconciler.dev/rollback-before-delete"
+MAX_STEPS_IN_STATUS = 500
+# Transitions that can wait for the next write instead of forcing one.
+LAZY = {("step", StepPhase.RUNNING.value), ("step", StepPhase.RETRYING.value)}
+
+
+def execution_path(name: str | None = None) -> str:
+    return cluster_path(API_VERSION, PLURAL, name)
+
+
+def pack(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    return base64.b64encode(gzip.compress(raw, mtime=0)).decode()
+
+
+def unpack(text: str) -> Any:
+    return json.loads(gzip.decompress(base64.b64decode(text)))
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def owner_reference(execution: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": execution["metadata"]["name"],
+        "uid": execution["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def status_of(record: RunRecord) -> dict[str, Any]:
+    done, total = record.progress()
+    running = [
+        s.name for s in record.steps.values() if s.phase in (StepPhase.RUNNING, StepPhase.RETRYING)
+    ]
+    status: dict[str, Any] = {
+        "phase": record.phase.value,
+        "reason": record.reason,
+        "message": record.message,
+        "progress": f"{done}/{total}",
+        "currentStep": ", ".join(running[:3])
+        + (f" (+{len(running) - 3})" if len(running) > 3 else "")
+        or None,
+        "startTime": rfc3339(record.started),
+        "completionTime": rfc3339(record.finished),
+        "stepCounts": dict(Counter(s.phase.value for s in record.steps.values())),
+        "record": pack(record.to_dict()),
+    }
+    if total <= MAX_STEPS_IN_STATUS:
+        status["steps"] = [
+            {
+                "name": s.name,
+                "phase": s.phase.value,
+                "attempts": len(s.attempts),
+                **({"message": s.message[:300]} if s.message else {}),
+            }
+            for s in record.steps.values()
+        ]
+    if record.rollback is not None:
+        counts = Counter(e.result for e in record.rollback.entries)
+        status["rollback"] = {
+            "reason": record.rollback.reason,
+            "undone": counts[UndoResult.UNDONE],
+            "failed": counts[UndoResult.FAILED],
+            "irreversible": counts[UndoResult.IRREVERSIBLE],
+            "notReached": counts[UndoResult.NOT_REACHED],
+        }
+    return {k: v for k, v in status.items() if v is not None}
+
+
+class Checkpointer:
+    """Writes one run's status; also notices when the object is being deleted."""
+
+    def __init__(self, kube: Kube, execution: dict[str, Any]) -> None:
+        self.kube = kube
+        self.name = execution["metadata"]["name"]
+        self.resource_version = execution["metadata"]["resourceVersion"]
+        self.deleting = asyncio.Event()
+        self.writes = 0
+        self._record: RunRecord | None = None
+        self._dirty = False
+        self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+        self._observe(execution)
+
+    def _observe(self, obj: dict[str, Any]) -> None:
+        self.resource_version = obj["metadata"]["resourceVersion"]
+        if obj["metadata"].get("deletionTimestamp"):
+            self.deleting.set()
+
+    async def hook(self, record: RunRecord, transition: Transition) -> None:
+        self._record, self._dirty = record, True
+        if (transition.scope, transition.phase) in LAZY:
+            if self._background is None or self._background.done():
+                self._background = asyncio.create_task(self.flush())
+            return
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._dirty or self._record is None:
+                return
+            self._dirty = False
+            status = status_of(self._record)  # snapshot now: later changes set dirty again
+            self.writes += 1
+            status["checkpoints"] = self.writes
+            await self._write(status)
+
+    async def _write(self, status: dict[str, Any]) -> None:
+        delay = 0.5
+        while True:
+            body = {"metadata": {"resourceVersion": self.resource_version}, "status": status}
+            try:
+                obj = await self.kube.merge_patch(
+                    f"workflowexecution {self.name}", execution_path(self.name) + "/status", body
+                )
+                self._observe(obj)
+                return
+            except TransientError as err:
+                # 409: someone changed the object (e.g. started deleting it); refresh, retry.
+                # API down: the run pauses here, which is what we want (nothing unrecorded).
+                log.warning("checkpoint %s not written yet: %s", self.name, err)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+                with contextlib.suppress(TransientError):
+                    self._observe(
+                        await self.kube.get(
+                            f"workflowexecution {self.name}", execution_path(self.name)
+                        )
+                    )
+            except PermanentError:
+                raise
+
+    async def watch_deletion(self, interval: float = 1.0) -> None:
+        """Poll for `kubectl delete`: the finalizer holds the object while we roll back."""
+        while not self.deleting.is_set():
+            await asyncio.sleep(interval)
+            try:
+                obj = await self.kube.find(
+                    f"workflowexecution {self.name}", execution_path(self.name)
+                )
+            except TransientError:
+                continue
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                self.deleting.set()
+
+    async def close(self) -> None:
+        if self._background is not None:
+            await self._background
+        await self.flush()

@@ -1,0 +1,90 @@
+"""Kubernetes Events on a run's WorkflowExecution: run start/end, step failure, rollback.
+
+Best effort: an Event that cannot be written is logged and never fails or pauses a run.
+Messages come from the record, which never holds secret values.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.actions.kube import Kube, ns_path
+from reconciler.engine.record import RunPhase, RunRecord, StepPhase, Transition
+from reconciler.state.checkpoint import API_VERSION, KIND
+
+log = logging.getLogger(__name__)
+# Events about cluster-scoped objects live in "default", as they do for Nodes.
+EVENT_NAMESPACE = "default"
+WARNING_PHASES = {
+    RunPhase.FAILED,
+    RunPhase.PARTIALLY_ROLLED_BACK,
+    RunPhase.CANCELLED,
+    RunPhase.ROLLED_BACK,
+}
+
+
+def event_for(record: RunRecord, t: Transition) -> tuple[str, str, str] | None:
+    """(type, reason, message) for transitions people should see in `kubectl describe`."""
+    if t.scope == "run":
+        phase = RunPhase(t.phase)
+        if phase == RunPhase.RUNNING:
+            return (
+                "Normal",
+                "RunStarted",
+                f"run {record.run_id} of {record.workflow} started ({len(record.steps)} steps)",
+            )
+        if phase == RunPhase.ROLLING_BACK:
+            return "Warning", "RollbackStarted", f"rolling back: {record.message}"
+        if phase.finished:
+            done, total = record.progress()
+            kind = "Warning" if phase in WARNING_PHASES else "Normal"
+            return (
+                kind,
+                f"Run{phase.value}",
+                f"{phase.value} ({done}/{total} steps): {record.message}",
+            )
+    if t.scope == "step" and t.phase == StepPhase.FAILED.value and t.step:
+        return "Warning", "StepFailed", f"step {t.step} failed: {record.steps[t.step].message}"
+    return None
+
+
+class EventRecorder:
+    def __init__(self, kube: Kube, execution: dict[str, Any]) -> None:
+        self.kube = kube
+        self.execution = execution
+
+    async def hook(self, record: RunRecord, t: Transition) -> None:
+        found = event_for(record, t)
+        if found is None:
+            return
+        kind, reason, message = found
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = self.execution["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "reconciler"},
+            "reportingComponent": "reconciler.dev/reconciler",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.kube.call(
+                "event",
+                lambda: self.kube._request("POST", ns_path("v1", EVENT_NAMESPACE, "events"), body),
+            )
+        except Exception as err:  # never let an Event break a run
+            log.warning("could not record event %s on %s: %s", reason, meta["name"], err)
