@@ -1,0 +1,154 @@
+"""The pure decisions inside the Kubernetes actions: rollout completeness, drain filters,
+ConfigMap/Secret data patches, error classification, object names. (The API calls
+themselves are proven against a real control plane in tests/e2e.)"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from reconciler.actions.base import run_object_name
+from reconciler.actions.config import data_patch, desired_data
+from reconciler.actions.deployments import rollout_progress
+from reconciler.actions.kube import api_error
+from reconciler.actions.nodes import pods_to_evict
+from reconciler.engine.errors import PermanentError, TransientError
+from reconciler.manifest.schema import DrainParams
+
+
+def deploy(generation=2, observed=2, want=3, updated=3, replicas=3, available=3, conditions=()):
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": want},
+        "status": {
+            "observedGeneration": observed,
+            "updatedReplicas": updated,
+            "replicas": replicas,
+            "availableReplicas": available,
+            "conditions": list(conditions),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "waiting"),
+    [
+        (deploy(), None),
+        (deploy(observed=1), "has not observed generation 2"),
+        (deploy(updated=1), "1 of 3 replicas updated"),
+        (deploy(replicas=5), "2 old replicas pending termination"),
+        (deploy(available=2), "2 of 3 updated replicas available"),
+        (deploy(want=0, updated=0, replicas=0, available=0), None),
+    ],
+)
+def test_rollout_progress_matches_kubectl(obj: dict, waiting: str | None) -> None:
+    result = rollout_progress(obj, "deployment shop/app")
+    assert (result is None) if waiting is None else (waiting in result)
+
+
+def test_progress_deadline_exceeded_is_permanent() -> None:
+    cond = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "too slow"}
+    with pytest.raises(PermanentError, match="progress deadline"):
+        rollout_progress(deploy(updated=1, conditions=[cond]), "deployment shop/app")
+
+
+def pod(name, *, owner=None, phase="Running", empty_dir=False, mirror=False):
+    meta = {"name": name, "namespace": "ns", "annotations": {}}
+    if owner:
+        meta["ownerReferences"] = [{"kind": owner, "name": "x", "controller": True}]
+    if mirror:
+        meta["annotations"]["kubernetes.io/config.mirror"] = "x"
+    volumes = [{"name": "tmp", "emptyDir": {}}] if empty_dir else []
+    return {"metadata": meta, "spec": {"volumes": volumes}, "status": {"phase": phase}}
+
+
+def drain(**params):
+    return DrainParams.model_validate({"ignoreDaemonSets": True, **params})
+
+
+def test_drain_skips_daemonsets_and_mirror_pods() -> None:
+    pods = [pod("web", owner="ReplicaSet"), pod("ds", owner="DaemonSet"), pod("static", mirror=True)]
+    assert [p["metadata"]["name"] for p in pods_to_evict(pods, drain(), "n1")] == ["web"]
+
+
+@pytest.mark.parametrize(
+    ("pods", "params", "message"),
+    [
+        ([pod("ds", owner="DaemonSet")], {"ignoreDaemonSets": False}, "DaemonSet-managed pods (set ignoreDaemonSets): ns/ds"),
+        ([pod("cache", owner="ReplicaSet", empty_dir=True)], {}, "emptyDir data (set deleteEmptyDirData): ns/cache"),
+        ([pod("lonely")], {}, "no controller will recreate (set force): ns/lonely"),
+    ],
+)
+def test_drain_refuses_like_kubectl(pods: list, params: dict, message: str) -> None:
+    with pytest.raises(PermanentError, match="cannot drain node n1") as exc:
+        pods_to_evict(pods, drain(**params), "n1")
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("pods", "params"),
+    [
+        ([pod("cache", owner="ReplicaSet", empty_dir=True)], {"deleteEmptyDirData": True}),
+        ([pod("lonely")], {"force": True}),
+        ([pod("done", phase="Succeeded")], {}),
+    ],
+)
+def test_drain_flags_allow_what_kubectl_allows(pods: list, params: dict) -> None:
+    assert len(pods_to_evict(pods, drain(**params), "n1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "mode", "wanted"),
+    [
+        ({"a": "1", "b": "2"}, {"b": "3"}, "merge", {"a": "1", "b": "3"}),
+        ({"a": "1", "b": "2"}, {"b": "3"}, "replace", {"b": "3"}),
+        ({}, {"a": "1"}, "merge", {"a": "1"}),
+    ],
+)
+def test_desired_data(current: dict, new: dict, mode: str, wanted: dict) -> None:
+    assert desired_data(current, new, mode) == wanted
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted", "patch"),
+    [
+        ({"a": "1", "b": "2"}, {"a": "1", "b": "3"}, {"data": {"b": "3"}}),
+        ({"a": "1", "added": "x"}, {"a": "1"}, {"data": {"added": None}}),  # undo removes added keys
+        ({"a": "1"}, {"a": "1"}, {"data": {}}),
+    ],
+)
+def test_data_patch_turns_current_into_exactly_wanted(current: dict, wanted: dict, patch: dict) -> None:
+    assert data_patch(current, wanted) == patch
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "fragment"),
+    [
+        (404, PermanentError, "deployment shop/app not found"),
+        (403, PermanentError, "forbidden"),
+        (422, PermanentError, "HTTP 422"),
+        (409, TransientError, "HTTP 409"),
+        (429, TransientError, "HTTP 429"),
+        (500, TransientError, "HTTP 500"),
+        (503, TransientError, "HTTP 503"),
+    ],
+)
+def test_api_errors_are_classified(status: int, kind: type, fragment: str) -> None:
+    err = ApiException(status=status, reason="reason")
+    err.body = '{"message": "details from the API server"}'
+    translated = api_error(err, "deployment shop/app")
+    assert isinstance(translated, kind)
+    assert fragment in str(translated)
+
+
+def test_connection_failures_are_transient() -> None:
+    assert isinstance(api_error(ConnectionRefusedError("refused"), "deployment shop/app"), TransientError)
+
+
+def test_run_object_names_are_valid_and_distinct() -> None:
+    long_step = "s" * 63
+    a = run_object_name("wf-0123456789", long_step)
+    b = run_object_name("wf-9876543210", long_step)
+    c = run_object_name("wf-0123456789", long_step, "-rollback")
+    assert a != b and a != c
+    assert all(len(n) <= 63 and n[0].isalnum() and n[-1].isalnum() for n in (a, b, c))

@@ -1,0 +1,54 @@
+"""What the WorkflowExecution status holds, and that it stays compact."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from fakes import FakeActions, Script, run_virtual, workflow
+
+from reconciler.engine.clock import Clock
+from reconciler.engine.errors import PermanentError
+from reconciler.engine.record import RunRecord, Transition
+from reconciler.engine.runner import Engine
+from reconciler.state.checkpoint import MAX_STEPS_IN_STATUS, status_of, unpack
+from reconciler.state.events import event_for
+
+
+def run(wf, actions) -> RunRecord:
+    async def main() -> RunRecord:
+        return await Engine(actions, clock=Clock(wall_start=1_800_000_000), rng=random.Random(1)).run(wf)
+
+    return run_virtual(main)
+
+
+def test_status_summarises_and_carries_the_full_record() -> None:
+    wf = workflow([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}])
+    record = run(wf, FakeActions({"b": Script(errors=[PermanentError("boom")])}))
+    status = status_of(record)
+    assert status["phase"] == "RolledBack"
+    assert status["progress"] == "1/2"
+    assert status["startTime"] == "2027-01-15T08:00:00Z"
+    assert status["stepCounts"] == {"Succeeded": 1, "Failed": 1}
+    assert status["rollback"] == {"reason": "StepFailed", "undone": 1, "failed": 0, "irreversible": 0, "notReached": 0}
+    assert [s["phase"] for s in status["steps"]] == ["Succeeded", "Failed"]
+    assert unpack(status["record"]) == record.to_dict()
+
+
+def test_ten_thousand_step_status_stays_far_below_etcd_limit() -> None:
+    steps = [{"name": f"s{i}", "dependsOn": [f"s{i - 1}"] if i % 100 else []} for i in range(10_000)]
+    record = run(workflow(steps, maxConcurrent=50), FakeActions())
+    status = status_of(record)
+    size = len(json.dumps(status))
+    assert "steps" not in status and len(record.steps) > MAX_STEPS_IN_STATUS
+    assert size < 1_000_000, size  # etcd's default request limit is 1.5 MiB
+
+
+def test_events_for_run_and_step_failures() -> None:
+    wf = workflow([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}])
+    record = run(wf, FakeActions({"b": Script(errors=[PermanentError("boom")])}))
+    assert event_for(record, Transition("run", "Running"))[1] == "RunStarted"
+    kind, reason, message = event_for(record, Transition("step", "Failed", "b"))
+    assert (kind, reason) == ("Warning", "StepFailed") and "boom" in message
+    assert event_for(record, Transition("run", "RolledBack"))[:2] == ("Warning", "RunRolledBack")
+    assert event_for(record, Transition("step", "Running", "a")) is None
