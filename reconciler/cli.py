@@ -35,6 +35,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = load_paths(args.paths)
     _print_issues(result)
     plans = [plan_workflow(w) for w in result.workflows]
+    if args.server_dry_run:
+        from reconciler.actions.kube import Kube, load_api_client
+        from reconciler.dryrun import server_dry_run
+
+        kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
+        print(server_dry_run(result.workflows, kube))
+        return 0 if result.ok else 1
     if args.format == "json":
         errors = [
             {"file": i.file, "line": i.line, "column": i.column, "message": i.message}
@@ -83,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--server-dry-run",
+        action="store_true",
+        help="show what each step would change in the live cluster (dryRun=All writes)",
+    )
+    p.add_argument("--kubeconfig", help="for --server-dry-run")
+    p.add_argument("--context", help="for --server-dry-run")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")

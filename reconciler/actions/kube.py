@@ -84,6 +84,16 @@ def is_status(err: BaseException, status: int) -> bool:
 
 
 @dataclass
+class DryRunWrite:
+    """What the API server said a write would do (dryRun=All), with the object before it."""
+
+    what: str
+    method: str
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+
+@dataclass
 class Kube:
     """One per process; shared by every action of every run."""
 
@@ -92,6 +102,7 @@ class Kube:
     # Objects a run creates (Jobs, capture Secrets) are owned by its WorkflowExecution.
     capture_namespace: str = "reconciler-system"
     _dynamic: DynamicClient | None = field(default=None, repr=False)
+    dry_run_writes: list[DryRunWrite] = field(default_factory=list, repr=False)
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -164,7 +175,11 @@ class Kube:
         query: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         q = self._write_query(query)
-        return await self.call(what, lambda: self._request(method, path, body, q, content_type))
+        result = await self.call(what, lambda: self._request(method, path, body, q, content_type))
+        if self.dry_run:
+            before = await self.find(what, path) if method != "POST" else None
+            self.dry_run_writes.append(DryRunWrite(what, method, before, result))
+        return result
 
     async def merge_patch(self, what: str, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.write(what, "PATCH", path, patch, "application/merge-patch+json")

@@ -67,15 +67,27 @@ def drain(**params):
 
 
 def test_drain_skips_daemonsets_and_mirror_pods() -> None:
-    pods = [pod("web", owner="ReplicaSet"), pod("ds", owner="DaemonSet"), pod("static", mirror=True)]
+    pods = [
+        pod("web", owner="ReplicaSet"),
+        pod("ds", owner="DaemonSet"),
+        pod("static", mirror=True),
+    ]
     assert [p["metadata"]["name"] for p in pods_to_evict(pods, drain(), "n1")] == ["web"]
 
 
 @pytest.mark.parametrize(
     ("pods", "params", "message"),
     [
-        ([pod("ds", owner="DaemonSet")], {"ignoreDaemonSets": False}, "DaemonSet-managed pods (set ignoreDaemonSets): ns/ds"),
-        ([pod("cache", owner="ReplicaSet", empty_dir=True)], {}, "emptyDir data (set deleteEmptyDirData): ns/cache"),
+        (
+            [pod("ds", owner="DaemonSet")],
+            {"ignoreDaemonSets": False},
+            "DaemonSet-managed pods (set ignoreDaemonSets): ns/ds",
+        ),
+        (
+            [pod("cache", owner="ReplicaSet", empty_dir=True)],
+            {},
+            "emptyDir data (set deleteEmptyDirData): ns/cache",
+        ),
         ([pod("lonely")], {}, "no controller will recreate (set force): ns/lonely"),
     ],
 )
@@ -113,11 +125,17 @@ def test_desired_data(current: dict, new: dict, mode: str, wanted: dict) -> None
     ("current", "wanted", "patch"),
     [
         ({"a": "1", "b": "2"}, {"a": "1", "b": "3"}, {"data": {"b": "3"}}),
-        ({"a": "1", "added": "x"}, {"a": "1"}, {"data": {"added": None}}),  # undo removes added keys
+        (
+            {"a": "1", "added": "x"},
+            {"a": "1"},
+            {"data": {"added": None}},
+        ),  # undo removes added keys
         ({"a": "1"}, {"a": "1"}, {"data": {}}),
     ],
 )
-def test_data_patch_turns_current_into_exactly_wanted(current: dict, wanted: dict, patch: dict) -> None:
+def test_data_patch_turns_current_into_exactly_wanted(
+    current: dict, wanted: dict, patch: dict
+) -> None:
     assert data_patch(current, wanted) == patch
 
 
@@ -142,7 +160,9 @@ def test_api_errors_are_classified(status: int, kind: type, fragment: str) -> No
 
 
 def test_connection_failures_are_transient() -> None:
-    assert isinstance(api_error(ConnectionRefusedError("refused"), "deployment shop/app"), TransientError)
+    assert isinstance(
+        api_error(ConnectionRefusedError("refused"), "deployment shop/app"), TransientError
+    )
 
 
 def test_run_object_names_are_valid_and_distinct() -> None:

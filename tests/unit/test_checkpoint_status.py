@@ -17,7 +17,9 @@ from reconciler.state.events import event_for
 
 def run(wf, actions) -> RunRecord:
     async def main() -> RunRecord:
-        return await Engine(actions, clock=Clock(wall_start=1_800_000_000), rng=random.Random(1)).run(wf)
+        return await Engine(
+            actions, clock=Clock(wall_start=1_800_000_000), rng=random.Random(1)
+        ).run(wf)
 
     return run_virtual(main)
 
@@ -30,13 +32,21 @@ def test_status_summarises_and_carries_the_full_record() -> None:
     assert status["progress"] == "1/2"
     assert status["startTime"] == "2027-01-15T08:00:00Z"
     assert status["stepCounts"] == {"Succeeded": 1, "Failed": 1}
-    assert status["rollback"] == {"reason": "StepFailed", "undone": 1, "failed": 0, "irreversible": 0, "notReached": 0}
+    assert status["rollback"] == {
+        "reason": "StepFailed",
+        "undone": 1,
+        "failed": 0,
+        "irreversible": 0,
+        "notReached": 0,
+    }
     assert [s["phase"] for s in status["steps"]] == ["Succeeded", "Failed"]
     assert unpack(status["record"]) == record.to_dict()
 
 
 def test_ten_thousand_step_status_stays_far_below_etcd_limit() -> None:
-    steps = [{"name": f"s{i}", "dependsOn": [f"s{i - 1}"] if i % 100 else []} for i in range(10_000)]
+    steps = [
+        {"name": f"s{i}", "dependsOn": [f"s{i - 1}"] if i % 100 else []} for i in range(10_000)
+    ]
     record = run(workflow(steps, maxConcurrent=50), FakeActions())
     status = status_of(record)
     size = len(json.dumps(status))

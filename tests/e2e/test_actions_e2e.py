@@ -1,0 +1,310 @@
+"""Each action's apply, wait and undo on real objects; drains against real
+PodDisruptionBudgets; permanent vs transient errors; cancelling by deleting the
+WorkflowExecution (issue 4, e2e items 3-5)."""
+
+from __future__ import annotations
+
+import collections
+
+from kubehelp import (
+    api,  # noqa: F401  (fixture)
+    configmap,
+    configmap_data,
+    deployment,
+    execution,
+    image_of,
+    read_deployment,
+    run_workflow,
+    wait_for,
+    workflow_yaml,
+)
+from kubernetes import client as k8s
+
+from reconciler.engine.record import ErrorKind, RunPhase, StepPhase, UndoResult
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def busiest_node(api, namespace: str, app: str) -> str:
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}").items
+    counts = collections.Counter(p.spec.node_name for p in pods if p.spec.node_name)
+    return counts.most_common(1)[0][0]
+
+
+def pdb(api, namespace: str, app: str, min_available: int) -> None:
+    k8s.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": app},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}},
+        },
+    )
+    wait_for(
+        lambda: (
+            k8s.PolicyV1Api(api)
+            .read_namespaced_pod_disruption_budget(app, namespace)
+            .status.observed_generation
+        ),
+        30,
+        "PDB observed by the disruption controller",
+    )
+
+
+def unschedulable(api, node: str) -> bool:
+    return bool(k8s.CoreV1Api(api).read_node(node).spec.unschedulable)
+
+
+def test_actions_apply_and_wait_for_real(api, namespace) -> None:
+    deployment(api, namespace, "web", replicas=2)
+    before_uids = {
+        p.metadata.uid
+        for p in k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
+    }
+    node = sorted(n.metadata.name for n in k8s.CoreV1Api(api).list_node().items)[0]
+    steps = f"""\
+    - name: restart
+      action: RestartDeployment
+      target: {{namespace: {namespace}, name: web}}
+      timeout: 90s
+    - name: kill-pods
+      action: DeletePod
+      dependsOn: [restart]
+      target: {{namespace: {namespace}}}
+      params: {{selector: app=web, gracePeriod: 0}}
+      timeout: 60s
+    - name: cordon
+      action: CordonNode
+      target: {{name: {node}}}
+    - name: uncordon
+      action: UncordonNode
+      dependsOn: [cordon]
+      target: {{name: {node}}}
+    - name: apply-cm
+      action: Apply
+      params:
+        manifest:
+          apiVersion: v1
+          kind: ConfigMap
+          metadata: {{name: applied, namespace: {namespace}}}
+          data: {{FROM: reconciler}}
+    - name: job
+      action: Custom
+      target: {{namespace: {namespace}}}
+      params: {{image: 'busybox:1.36', command: [sh, -c, 'echo hello from the job'], backoffLimit: 0}}
+      timeout: 90s
+"""
+    record = run_workflow(api, workflow_yaml("actions", steps, "  maxConcurrent: 3\n"))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    template = read_deployment(api, namespace, "web").spec.template
+    assert (
+        template.metadata.annotations[RESTARTED_AT]
+        == record.steps["restart"].captured["restartedAt"]
+    )
+    deleted = {p["uid"] for p in record.steps["kill-pods"].captured["pods"]}
+    live = {
+        p.metadata.uid
+        for p in k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
+    }
+    assert deleted and not deleted & live and not before_uids & live
+    assert not unschedulable(api, node)
+    assert configmap_data(api, namespace, "applied") == {"FROM": "reconciler"}
+    job = k8s.BatchV1Api(api).read_namespaced_job(
+        record.steps["job"].result["job"].split("/")[1], namespace
+    )
+    assert job.status.succeeded == 1
+    assert job.metadata.owner_references[0].kind == "WorkflowExecution"
+
+
+def test_every_reversible_action_is_undone_and_404_is_permanent(api, namespace) -> None:
+    core = k8s.CoreV1Api(api)
+    deployment(api, namespace, "web", replicas=2, image="registry.example/web:1.0")
+    configmap(api, namespace, "cfg", {"KEEP": "1", "CHANGE": "old"})
+    configmap(api, namespace, "existing", {"A": "1"})
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": "original-e2e-value"}}
+    )
+    node = sorted(n.metadata.name for n in core.list_node().items)[-1]
+    steps = f"""\
+    - name: scale
+      action: ScaleDeployment
+      target: {{namespace: {namespace}, name: web}}
+      params: {{replicas: 3}}
+      timeout: 90s
+    - name: image
+      action: UpdateImage
+      dependsOn: [scale]
+      target: {{namespace: {namespace}, name: web}}
+      params: {{container: app, image: 'registry.example/web:2.0'}}
+      timeout: 90s
+    - name: cordon
+      action: CordonNode
+      dependsOn: [image]
+      target: {{name: {node}}}
+    - name: cm
+      action: UpdateConfigMap
+      dependsOn: [cordon]
+      target: {{namespace: {namespace}, name: cfg}}
+      params: {{data: {{CHANGE: new, ADDED: x}}, mode: replace}}
+    - name: secret
+      action: UpdateSecret
+      dependsOn: [cm]
+      target: {{namespace: {namespace}, name: sec}}
+      params: {{data: {{K: replaced-e2e-value, NEW: added-e2e-value}}}}
+    - name: create
+      action: Apply
+      dependsOn: [secret]
+      params:
+        manifest: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: created, namespace: {namespace}}}, data: {{X: "1"}}}}
+    - name: modify
+      action: Apply
+      dependsOn: [create]
+      params:
+        manifest: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: existing, namespace: {namespace}}}, data: {{A: "2", B: "3"}}}}
+    - name: job
+      action: Custom
+      dependsOn: [modify]
+      target: {{namespace: {namespace}}}
+      params:
+        image: 'busybox:1.36'
+        command: [sh, -c, 'echo apply']
+        rollback: {{image: 'busybox:1.36', command: [sh, -c, 'echo undo']}}
+      timeout: 90s
+    - name: missing
+      action: ScaleDeployment
+      dependsOn: [job]
+      target: {{namespace: {namespace}, name: does-not-exist}}
+      params: {{replicas: 1}}
+      retry: {{limit: 3, backoff: 1s}}
+"""
+    record = run_workflow(api, workflow_yaml("undo-all", steps))
+    # 404 is permanent: failed at once, no retries, and the message names the deployment
+    missing = record.steps["missing"]
+    assert missing.phase == StepPhase.FAILED and len(missing.attempts) == 1
+    assert missing.attempts[0].error_kind == ErrorKind.PERMANENT
+    assert f"deployment {namespace}/does-not-exist not found" in missing.message
+    assert record.phase == RunPhase.ROLLED_BACK, record.rollback
+    assert [e.step for e in record.rollback.entries] == [
+        "job",
+        "modify",
+        "create",
+        "secret",
+        "cm",
+        "cordon",
+        "image",
+        "scale",
+    ]
+    assert all(e.result == UndoResult.UNDONE for e in record.rollback.entries), (
+        record.rollback.entries
+    )
+    d = read_deployment(api, namespace, "web")
+    assert d.spec.replicas == 2 and image_of(api, namespace, "web") == "registry.example/web:1.0"
+    assert not unschedulable(api, node)
+    assert configmap_data(api, namespace, "cfg") == {"KEEP": "1", "CHANGE": "old"}
+    secret = core.read_namespaced_secret("sec", namespace).data
+    assert set(secret) == {"K"}
+    assert (
+        core.list_namespaced_config_map(namespace, field_selector="metadata.name=created").items
+        == []
+    )
+    assert configmap_data(api, namespace, "existing") == {"A": "1"}
+    rollback_job = record.rollback.entries[0].note
+    assert "rollback job" in rollback_job and "completed" in rollback_job
+
+
+def test_drain_blocked_by_pdb_times_out_then_is_rolled_back(api, namespace) -> None:
+    deployment(api, namespace, "guarded", replicas=2)
+    pdb(api, namespace, "guarded", 2)
+    node = busiest_node(api, namespace, "guarded")
+    steps = f"""\
+    - name: drain
+      action: DrainNode
+      target: {{name: {node}}}
+      params: {{gracePeriod: 0}}
+      timeout: 8s
+"""
+    record = run_workflow(api, workflow_yaml("drain-blocked", steps))
+    step = record.steps["drain"]
+    assert step.phase == StepPhase.FAILED
+    assert step.attempts[0].error_kind == ErrorKind.TIMEOUT
+    assert "blocked by a PodDisruptionBudget" in step.message
+    assert record.phase == RunPhase.ROLLED_BACK
+    assert "evicted pods are not restored" in record.rollback.entries[0].note
+    assert not unschedulable(api, node)
+    assert read_deployment(api, namespace, "guarded").status.available_replicas == 2
+
+
+def test_drain_retries_429_and_succeeds_once_the_budget_relaxes(api, namespace) -> None:
+    deployment(api, namespace, "guarded", replicas=2)
+    pdb(api, namespace, "guarded", 2)
+    node = busiest_node(api, namespace, "guarded")
+
+    def relax() -> None:
+        k8s.PolicyV1Api(api).patch_namespaced_pod_disruption_budget(
+            "guarded", namespace, {"spec": {"minAvailable": 0}}
+        )
+
+    steps = f"""\
+    - name: drain
+      action: DrainNode
+      target: {{name: {node}}}
+      params: {{gracePeriod: 0}}
+      timeout: 90s
+    - name: back-in-service
+      action: UncordonNode
+      dependsOn: [drain]
+      target: {{name: {node}}}
+"""
+    record = run_workflow(api, workflow_yaml("drain-relaxed", steps), during=relax, after=4)
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    drained = record.steps["drain"]
+    assert drained.result["evicted"], drained
+    assert drained.finished - drained.started >= 4  # it waited for the budget, retrying 429s
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=guarded").items
+    assert all(p.spec.node_name != node for p in pods if not p.metadata.deletion_timestamp)
+    assert not unschedulable(api, node)
+
+
+def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(api, namespace) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "guarded", replicas=2)
+    pdb(api, namespace, "guarded", 2)
+    node = busiest_node(api, namespace, "guarded")
+    steps = f"""\
+    - name: scale
+      action: ScaleDeployment
+      target: {{namespace: {namespace}, name: web}}
+      params: {{replicas: 3}}
+      timeout: 90s
+    - name: drain
+      action: DrainNode
+      dependsOn: [scale]
+      target: {{name: {node}}}
+      timeout: 5m
+"""
+    text = workflow_yaml("delete-me", steps)
+    from kubehelp import load
+
+    run_id = load(text).run_id
+    seen_while_rolling_back: list[bool] = []
+
+    def delete_when_draining() -> None:
+        wait_for(
+            lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
+            60,
+            "drain running",
+        )
+        k8s.CustomObjectsApi(api).delete_cluster_custom_object(
+            "reconciler.dev", "v1alpha1", "workflowexecutions", run_id
+        )
+        # the finalizer holds the object until the rollback is recorded
+        seen_while_rolling_back.append(execution(api, run_id) is not None)
+
+    record = run_workflow(api, text, during=delete_when_draining, after=0)
+    assert record.reason == "Cancelled"
+    assert record.phase == RunPhase.ROLLED_BACK
+    assert record.steps["drain"].phase == StepPhase.CANCELLED
+    assert [e.step for e in record.rollback.entries] == ["drain", "scale"]
+    assert read_deployment(api, namespace, "web").spec.replicas == 1
+    assert not unschedulable(api, node)
+    assert seen_while_rolling_back == [True]
+    wait_for(lambda: execution(api, run_id) is None, 30, "WorkflowExecution released and deleted")

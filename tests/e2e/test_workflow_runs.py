@@ -1,0 +1,148 @@
+"""The seed's integration tests and more, on the real control plane (issue 4): workflows run
+through the real engine, real actions and a real WorkflowExecution; the cluster is checked."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from kubehelp import (
+    api,  # noqa: F401  (fixture)
+    configmap,
+    configmap_data,
+    deployment,
+    execution,
+    image_of,
+    read_deployment,
+    run_workflow,
+    wait_for,
+    workflow_yaml,
+)
+from kubernetes import client as k8s
+
+from reconciler.engine.record import RunPhase, StepPhase, UndoResult
+
+
+def scale(name: str, target: str, ns: str, replicas: int, deps: str = "") -> str:
+    return (
+        f"    - name: {name}\n      action: ScaleDeployment\n{deps}"
+        f"      target: {{namespace: {ns}, name: {target}}}\n      params: {{replicas: {replicas}}}\n"
+        "      timeout: 90s\n"
+    )
+
+
+def test_br_workflow_002_diamond_on_real_deployments(api, namespace) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "api", replicas=1)
+    configmap(api, namespace, "web-config", {"MODE": "old"})
+    steps = (
+        scale("step-1", "web", namespace, 3)
+        + f"    - name: step-2\n      action: UpdateImage\n      dependsOn: [step-1]\n"
+        f"      target: {{namespace: {namespace}, name: web}}\n"
+        "      params: {container: app, image: 'registry.example/app:2.0'}\n"
+        + f"    - name: step-3\n      action: UpdateConfigMap\n      dependsOn: [step-1]\n"
+        f"      target: {{namespace: {namespace}, name: web-config}}\n      params: {{data: {{MODE: new}}}}\n"
+        + scale("step-4", "api", namespace, 2, "      dependsOn: [step-2, step-3]\n")
+    )
+    record = run_workflow(api, workflow_yaml("diamond", steps, "  maxConcurrent: 2\n"))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    order = record.execution_order
+    assert order[0] == "step-1" and order[3] == "step-4" and set(order[1:3]) == {"step-2", "step-3"}
+    assert read_deployment(api, namespace, "web").status.ready_replicas == 3
+    assert image_of(api, namespace, "web") == "registry.example/app:2.0"
+    assert configmap_data(api, namespace, "web-config") == {"MODE": "new"}
+    assert read_deployment(api, namespace, "api").status.available_replicas == 2
+    we = execution(api, record.run_id)
+    assert we["status"]["phase"] == "Succeeded" and we["status"]["progress"] == "4/4"
+    assert we["metadata"].get("finalizers") in (None, [])
+
+
+def test_br_workflow_003_parallel_limit_on_real_deployments(api, namespace) -> None:
+    steps = ""
+    for i in range(6):
+        deployment(api, namespace, f"svc-{i}", replicas=1)
+        steps += scale(f"scale-{i}", f"svc-{i}", namespace, 2)
+    record = run_workflow(api, workflow_yaml("parallel", steps, "  maxConcurrent: 2\n"))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    intervals = [(a.started, a.finished) for s in record.steps.values() for a in s.attempts]
+    for t, _ in intervals:
+        assert sum(1 for a, b in intervals if a <= t < b) <= 2
+    for i in range(6):
+        assert read_deployment(api, namespace, f"svc-{i}").status.available_replicas == 2
+
+
+def test_br_workflow_013_rollback_cascade_restores_the_cluster(api, namespace) -> None:
+    deployment(api, namespace, "shop", replicas=2, image="registry.example/shop:1.0")
+    configmap(api, namespace, "shop-config", {"TTL": "60"})
+    steps = (
+        scale("scale", "shop", namespace, 4)
+        + f"    - name: image\n      action: UpdateImage\n      dependsOn: [scale]\n"
+        f"      target: {{namespace: {namespace}, name: shop}}\n"
+        "      params: {container: app, image: 'registry.example/shop:2.0'}\n"
+        + f"    - name: config\n      action: UpdateConfigMap\n      dependsOn: [image]\n"
+        f"      target: {{namespace: {namespace}, name: shop-config-missing}}\n      params: {{data: {{TTL: '30'}}}}\n"
+    )
+    record = run_workflow(api, workflow_yaml("cascade", steps))
+    assert record.phase == RunPhase.ROLLED_BACK
+    assert record.steps["config"].phase == StepPhase.FAILED
+    assert f"configmap {namespace}/shop-config-missing not found" in record.steps["config"].message
+    assert [(e.step, e.result) for e in record.rollback.entries] == [
+        ("image", UndoResult.UNDONE),
+        ("scale", UndoResult.UNDONE),
+    ]
+    d = read_deployment(api, namespace, "shop")
+    assert d.spec.replicas == 2 and d.status.available_replicas == 2
+    assert image_of(api, namespace, "shop") == "registry.example/shop:1.0"
+    assert configmap_data(api, namespace, "shop-config") == {"TTL": "60"}
+    assert execution(api, record.run_id)["status"]["phase"] == "RolledBack"
+
+
+def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
+    api, namespace
+) -> None:
+    core = k8s.CoreV1Api(api)
+    secret_value = "s3cr3t-value-for-e2e-7f1c"
+    original = "orig-value-for-e2e-91ab"
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "db"}, "stringData": {"PASSWORD": original}}
+    )
+    steps = (
+        f"    - name: rotate\n      action: UpdateSecret\n"
+        f"      target: {{namespace: {namespace}, name: db}}\n      params: {{data: {{PASSWORD: {secret_value}}}}}\n"
+        f"    - name: check\n      action: Custom\n      dependsOn: [rotate]\n      target: {{namespace: {namespace}}}\n"
+        "      params: {image: 'busybox:1.36', command: [sh, -c, 'echo ok']}\n      timeout: 90s\n"
+    )
+    record = run_workflow(api, workflow_yaml("secrets", steps))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    live = base64.b64decode(core.read_namespaced_secret("db", namespace).data["PASSWORD"]).decode()
+    assert live == secret_value
+    text = json.dumps(record.to_dict())
+    we = execution(api, record.run_id)
+    for value in (secret_value, original):
+        assert value not in text and value not in json.dumps(we)
+        assert base64.b64encode(value.encode()).decode() not in text
+    assert record.steps["rotate"].captured["keys"]["PASSWORD"].startswith("sha256:")
+    job_ns, job_name = record.steps["check"].result["job"].split("/")
+    capture_ns, capture_name = record.steps["rotate"].captured["captureSecret"].split("/")
+    # deleting the finished WorkflowExecution removes what the run created (owner references)
+    k8s.CustomObjectsApi(api).delete_cluster_custom_object(
+        "reconciler.dev", "v1alpha1", "workflowexecutions", record.run_id
+    )
+    wait_for(lambda: execution(api, record.run_id) is None, 30, "WorkflowExecution gone")
+    batch = k8s.BatchV1Api(api)
+    wait_for(
+        lambda: (
+            not batch.list_namespaced_job(job_ns, field_selector=f"metadata.name={job_name}").items
+        ),
+        60,
+        "job garbage-collected",
+    )
+    wait_for(
+        lambda: (
+            not core.list_namespaced_secret(
+                capture_ns, field_selector=f"metadata.name={capture_name}"
+            ).items
+        ),
+        60,
+        "capture secret garbage-collected",
+    )
