@@ -1,0 +1,300 @@
+"""Git, and only git: fetch a branch, read a tree, write record commits, push with retry.
+
+We drive the git CLI directly with one-shot `asyncio` subprocesses rather than through
+GitPython (DESIGN.md §8 names it): every command we need is plumbing (`ls-remote`, `fetch`,
+`ls-tree`, `cat-file --batch`, `hash-object`, `commit-tree`, `push`), each with an explicit
+timeout and environment, and nothing stays running between commands, so the long-lived
+`git cat-file` processes GitPython's README warns about cannot leak in a long-running daemon.
+
+The daemon never has a working tree: workflows are read from the fetched commit, and record
+commits are built on top of the remote head with a temporary index (read-tree, update-index,
+write-tree, commit-tree). A rejected push is answered by fetching and building the same
+record commit on the new head — it only touches the records path, so it always applies —
+then pushing again. Never a force-push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+GIT_TIMEOUT = 120.0
+
+
+class GitError(Exception):
+    """A git command failed; `transient` when trying again later may help."""
+
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Files as a mounted Secret provides them; their contents are never logged."""
+
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    kind: str  # blob | tree | commit
+    sha: str
+    path: str
+
+
+@dataclass
+class GitRepo:
+    url: str
+    workdir: Path
+    branch: str = "main"
+    credentials: Credentials = field(default_factory=Credentials)
+    author_name: str = "reconciler"
+    author_email: str = "reconciler@localhost"
+    signing_key: Path | None = None  # SSH key to sign record commits with
+    _askpass: Path | None = field(default=None, repr=False)
+
+    @property
+    def remote_ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
+        creds = self.credentials
+        if creds.ssh_key is not None:
+            parts = [
+                "ssh",
+                "-i",
+                str(creds.ssh_key),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+            ]
+            if creds.known_hosts is not None:
+                parts += [
+                    "-o",
+                    f"UserKnownHostsFile={creds.known_hosts}",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                ]
+            env["GIT_SSH_COMMAND"] = " ".join(parts)
+        if creds.token_file is not None:
+            env["GIT_ASKPASS"] = str(self._askpass_script())
+            env["RECONCILER_TOKEN_FILE"] = str(creds.token_file)
+        return env
+
+    def _askpass_script(self) -> Path:
+        # The token is read from its file by git's askpass hook, so it never appears in a
+        # command line, an environment dump or a log.
+        if self._askpass is None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            script = self.workdir / "askpass.sh"
+            script.write_text(
+                '#!/bin/sh\ncase "$1" in\n  Username*) echo x-access-token ;;\n'
+                '  *) cat "$RECONCILER_TOKEN_FILE" ;;\nesac\n'
+            )
+            script.chmod(0o700)
+            self._askpass = script
+        return self._askpass
+
+    async def git(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = GIT_TIMEOUT,
+        cwd: Path | None = None,
+    ) -> bytes:
+        full_env = self._env()
+        full_env.update(env or {})
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=str(cwd or self.gitdir),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=full_env,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip().splitlines()
+            detail = message[-1] if message else f"exit {proc.returncode}"
+            raise GitError(f"git {args[0]}: {detail}", transient=True)
+        return out
+
+    @property
+    def gitdir(self) -> Path:
+        return self.workdir / "repo.git"
+
+    async def ensure(self) -> None:
+        """A bare local mirror of the one branch we follow."""
+        if (self.gitdir / "HEAD").exists():
+            return
+        self.gitdir.mkdir(parents=True, exist_ok=True)
+        await self.git("init", "--bare", "--quiet", str(self.gitdir), cwd=self.workdir)
+        await self.git("remote", "add", "origin", self.url)
+        await self.git("config", "fetch.prune", "true")
+
+    async def remote_head(self) -> str | None:
+        """The branch's commit on the remote (`ls-remote`: cheap, no objects transferred)."""
+        out = await self.git("ls-remote", "origin", f"refs/heads/{self.branch}", timeout=30)
+        line = out.decode().split()
+        return line[0] if line else None
+
+    async def local_head(self) -> str | None:
+        try:
+            return (
+                await self.git("rev-parse", "--verify", "--quiet", self.remote_ref)
+            ).decode().strip() or None
+        except GitError:
+            return None
+
+    async def fetch(self) -> str | None:
+        await self.git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "origin",
+            f"+refs/heads/{self.branch}:{self.remote_ref}",
+        )
+        return await self.local_head()
+
+    async def ls_tree(self, commit: str, path: str) -> list[TreeEntry]:
+        out = await self.git(
+            "ls-tree", "-r", "-z", "--full-tree", commit, "--", path.rstrip("/") + "/"
+        )
+        entries = []
+        for item in out.split(b"\0"):
+            if not item:
+                continue
+            meta, _, name = item.partition(b"\t")
+            mode, kind, sha = meta.decode().split()
+            entries.append(
+                TreeEntry(mode, kind, sha, name.decode("utf-8", errors="surrogateescape"))
+            )
+        return entries
+
+    async def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """Many blobs in one `cat-file --batch` process that exits when its input ends."""
+        if not shas:
+            return {}
+        out = await self.git("cat-file", "--batch", stdin="".join(f"{s}\n" for s in shas).encode())
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in shas:
+            header_end = out.index(b"\n", pos)
+            header = out[pos:header_end].split()
+            if len(header) < 3 or header[1] == b"missing":
+                raise GitError(f"git object {sha} missing", transient=False)
+            size = int(header[2])
+            blobs[sha] = out[header_end + 1 : header_end + 1 + size]
+            pos = header_end + 1 + size + 1
+        return blobs
+
+    async def commit_files(
+        self, parent: str, files: Mapping[str, bytes | None], message: str
+    ) -> str:
+        """A commit on `parent` that writes (or, for None, deletes) exactly these paths."""
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            await self.git("read-tree", parent, env=env)
+            for path, content in files.items():
+                if content is None:
+                    await self.git("update-index", "--force-remove", "--", path, env=env)
+                    continue
+                sha = (
+                    (await self.git("hash-object", "-w", "--stdin", stdin=content)).decode().strip()
+                )
+                await self.git(
+                    "update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", env=env
+                )
+            tree = (await self.git("write-tree", env=env)).decode().strip()
+        parent_tree = (await self.git("rev-parse", f"{parent}^{{tree}}")).decode().strip()
+        if tree == parent_tree:
+            return parent  # nothing changed: no empty commits
+        ident = {
+            "GIT_AUTHOR_NAME": self.author_name,
+            "GIT_AUTHOR_EMAIL": self.author_email,
+            "GIT_COMMITTER_NAME": self.author_name,
+            "GIT_COMMITTER_EMAIL": self.author_email,
+        }
+        args = ["commit-tree", "-p", parent, "-F", "-", tree]
+        if self.signing_key is not None:
+            signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.signing_key}"]
+            args = [*signing, "commit-tree", "-S", "-p", parent, "-F", "-", tree]
+        return (await self.git(*args, stdin=message.encode(), env=ident)).decode().strip()
+
+    async def push_files(
+        self, files: Mapping[str, bytes | None], message: str, attempts: int = 8
+    ) -> str:
+        """Commit on the remote head and push; on rejection fetch, rebuild on the new head
+        and push again, with backoff. Returns the pushed commit. Never forces."""
+        delay = 0.5
+        last: GitError | None = None
+        for _ in range(attempts):
+            head = await self.fetch()
+            if head is None:
+                raise GitError(
+                    f"branch {self.branch} does not exist on the remote", transient=False
+                )
+            commit = await self.commit_files(head, files, message)
+            if commit == head:
+                return head
+            try:
+                await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{self.branch}")
+                await self.git("update-ref", self.remote_ref, commit)
+                return commit
+            except GitError as err:  # rejected (someone pushed first) or remote down
+                last = err
+                log.info(
+                    "push of %r rejected or failed (%s); fetching and retrying",
+                    message.splitlines()[0],
+                    err,
+                )
+                await asyncio.sleep(delay)
+                delay = min(15.0, delay * 2)
+        raise last or GitError("push failed")
+
+    async def commit_message(self, commit: str) -> tuple[str, str]:
+        """(author email, subject) of a commit."""
+        out = (await self.git("log", "-1", "--format=%ae%n%s", commit)).decode().split("\n", 1)
+        return out[0], out[1].strip() if len(out) > 1 else ""
+
+    async def changed_paths(self, old: str, new: str) -> list[str]:
+        out = await self.git("diff", "--name-only", "-z", old, new)
+        return [p for p in out.decode(errors="surrogateescape").split("\0") if p]
+
+    async def verify_commit(self, commit: str, allowed_signers: Path) -> bool:
+        try:
+            await self.git(
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                f"gpg.ssh.allowedSignersFile={allowed_signers}",
+                "verify-commit",
+                commit,
+            )
+            return True
+        except GitError:
+            return False
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""The git layer against real repositories (bare remotes in tmp_path, the real git CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler.source.git import GitError, GitRepo
+
+
+def sh(*args: str, cwd: Path) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> tuple[Path, Path]:
+    bare = tmp_path / "remote.git"
+    sh("git", "init", "--bare", "--quiet", "-b", "main", str(bare), cwd=tmp_path)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "--quiet", str(bare), str(clone), cwd=tmp_path)
+    sh("git", "config", "user.email", "sre@example.com", cwd=clone)
+    sh("git", "config", "user.name", "SRE", cwd=clone)
+    (clone / "workflows").mkdir()
+    (clone / "workflows" / "a.yaml").write_text("a: 1\n")
+    (clone / "workflows" / "b.yaml").write_text("b: 2\n")
+    (clone / "README.md").write_text("hi\n")
+    sh("git", "add", ".", cwd=clone)
+    sh("git", "commit", "--quiet", "-m", "workflows", cwd=clone)
+    sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    return bare, clone
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def repo(bare: Path, tmp_path: Path) -> GitRepo:
+    return GitRepo(url=str(bare), workdir=tmp_path / "work", branch="main", author_email="bot@reconciler.dev")
+
+
+def test_fetch_list_and_read(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, clone = remote
+    git = repo(bare, tmp_path)
+
+    async def main() -> None:
+        await git.ensure()
+        head = await git.remote_head()
+        assert head == sh("git", "rev-parse", "HEAD", cwd=clone)
+        assert await git.fetch() == head
+        entries = await git.ls_tree(head, "workflows/")
+        assert [e.path for e in entries] == ["workflows/a.yaml", "workflows/b.yaml"]
+        blobs = await git.read_blobs([e.sha for e in entries])
+        assert blobs[entries[1].sha] == b"b: 2\n"
+
+    run(main())
+
+
+def test_push_files_commits_only_the_records_path(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, clone = remote
+    git = repo(bare, tmp_path)
+
+    async def main() -> str:
+        await git.ensure()
+        return await git.push_files({"runs/wf/wf-1.yaml": b"phase: Succeeded\n"}, "reconciler: wf wf-1 Succeeded")
+
+    commit = run(main())
+    sh("git", "pull", "--quiet", "origin", "main", cwd=clone)
+    assert sh("git", "rev-parse", "HEAD", cwd=clone) == commit
+    assert (clone / "runs" / "wf" / "wf-1.yaml").read_text() == "phase: Succeeded\n"
+    assert sh("git", "log", "-1", "--format=%an <%ae>|%s", cwd=clone) == "reconciler <bot@reconciler.dev>|reconciler: wf wf-1 Succeeded"
+    assert sh("git", "show", "--name-only", "--format=", "HEAD", cwd=clone) == "runs/wf/wf-1.yaml"
+
+
+def test_rejected_push_is_rebuilt_on_the_new_head_never_forced(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, clone = remote
+    started = tmp_path / "other-started"
+    # Our pushes are refused until another clone's commit has landed; that push is started
+    # (in the background, from the hook) by our first attempt. Refs cannot change inside a
+    # pre-receive hook (quarantine), so the other writer really is another push.
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(f"""#!/bin/sh
+[ -n "$OTHER_WRITER" ] && exit 0
+if ! git log --format=%s main | grep -q "other change"; then
+  if [ ! -e {started} ]; then
+    touch {started}
+    (unset $(env | grep -o "^GIT_[A-Z_]*"); cd {clone} && git commit --quiet --allow-empty -m "other change" && OTHER_WRITER=1 git push --quiet origin HEAD:main) >/dev/null 2>&1 &
+  fi
+  echo "rejected: not yet" >&2
+  exit 1
+fi
+""")
+    hook.chmod(0o755)
+    git = repo(bare, tmp_path)
+
+    async def main() -> str:
+        await git.ensure()
+        return await git.push_files({"runs/wf/r.yaml": b"x\n"}, "reconciler: record")
+
+    commit = run(main())
+    log = sh("git", "log", "--format=%s", "main", cwd=bare).splitlines()
+    assert log[:2] == ["reconciler: record", "other change"]  # both survive, ours on top
+    assert sh("git", "rev-parse", "main", cwd=bare) == commit
+
+
+def test_no_change_makes_no_commit(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, _ = remote
+    git = repo(bare, tmp_path)
+
+    async def main() -> tuple[str, str]:
+        await git.ensure()
+        first = await git.push_files({"runs/x.md": b"same\n"}, "one")
+        second = await git.push_files({"runs/x.md": b"same\n"}, "two")
+        return first, second
+
+    first, second = run(main())
+    assert first == second
+
+
+def test_unreachable_remote_is_a_transient_git_error(tmp_path: Path) -> None:
+    git = GitRepo(url=str(tmp_path / "nowhere.git"), workdir=tmp_path / "w")
+
+    async def main() -> None:
+        await git.ensure()
+        await git.remote_head()
+
+    with pytest.raises(GitError) as exc:
+        run(main())
+    assert exc.value.transient
