@@ -10,6 +10,7 @@ Apply (arbitrary kinds) uses discovery.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIELD_MANAGER = "reconciler"
+# Writes that succeeded in the current task (one step attempt runs in one task): lets the
+# adapter tell "refused before changing anything" from "failed half-way" (a drain that
+# cordoned, then could not evict), which rollback must undo.
+WRITES_DONE: contextvars.ContextVar[int] = contextvars.ContextVar("writes_done", default=0)
 # 409 Conflict (optimistic concurrency), 429 Too Many Requests / PDB-blocked eviction,
 # 5xx from an overloaded or restarting API server, 410 Gone (stale list): may succeed later.
 TRANSIENT_STATUS = {409, 410, 429, 500, 502, 503, 504}
@@ -176,6 +181,7 @@ class Kube:
     ) -> dict[str, Any]:
         q = self._write_query(query)
         result = await self.call(what, lambda: self._request(method, path, body, q, content_type))
+        WRITES_DONE.set(WRITES_DONE.get() + 1)
         if self.dry_run:
             before = await self.find(what, path) if method != "POST" else None
             self.dry_run_writes.append(DryRunWrite(what, method, before, result))
@@ -195,7 +201,9 @@ class Kube:
         q = {"dryRun": "All"} if self.dry_run else {}
         q.update(query or {})
         try:
-            return await asyncio.to_thread(self._request, "DELETE", path, None, q)
+            result = await asyncio.to_thread(self._request, "DELETE", path, None, q)
+            WRITES_DONE.set(WRITES_DONE.get() + 1)
+            return result
         except asyncio.CancelledError:
             raise
         except Exception as err:

@@ -159,6 +159,14 @@ class DrainNode(Action):
                     if is_status(cause, 429):
                         blocked.append(label)
                         continue
+                    if is_status(cause, 403) and "being terminated" in str(err):
+                        # As kubectl drain does: an Eviction cannot be created in a
+                        # terminating namespace, so delete the pod instead.
+                        await kube.delete(
+                            f"pod {label}", ns_path("v1", meta["namespace"], "pods", meta["name"])
+                        )
+                        evicted.append(label)
+                        continue
                     raise
             if not blocked or kube.dry_run:
                 break

@@ -9,9 +9,10 @@ from reconciler.actions.base import Action
 from reconciler.actions.config import UpdateConfigMap, UpdateSecret
 from reconciler.actions.deployments import RestartDeployment, ScaleDeployment, UpdateImage
 from reconciler.actions.jobs import Custom
-from reconciler.actions.kube import Kube
+from reconciler.actions.kube import WRITES_DONE, Kube
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
+from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.manifest.schema import ACTIONS, StepBase
 
@@ -52,7 +53,13 @@ class KubeActions:
     async def apply(
         self, step: StepBase, captured: Captured, ctx: StepContext
     ) -> dict[str, Any] | None:
-        return await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
+        before = WRITES_DONE.get()
+        try:
+            return await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
+        except PermanentError as err:
+            if WRITES_DONE.get() > before and not err.changed:
+                raise PermanentError(str(err), changed=True) from err
+            raise
 
     async def wait(
         self, step: StepBase, captured: Captured, ctx: StepContext

@@ -23,9 +23,17 @@ class TransientError(ActionError):
 
 
 class PermanentError(ActionError):
-    """403/404/422, a missing container, an invalid parameter: trying again cannot help."""
+    """403/404/422, a missing container, an invalid parameter: trying again cannot help.
+
+    `changed` says the action had already changed something before failing (a drain that
+    cordoned the node, then met a pod it may not evict), so rollback must undo the step.
+    """
 
     kind = ErrorKind.PERMANENT
+
+    def __init__(self, message: str, *, changed: bool = False) -> None:
+        super().__init__(message)
+        self.changed = changed
 
 
 def classify(error: BaseException) -> ErrorKind:

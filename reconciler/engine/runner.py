@@ -301,9 +301,10 @@ class _Run:
         was_changed, rec.changed = rec.changed, True
         try:
             result = await actions.apply(step, rec.captured, ctx)
-        except PermanentError:
-            # The API refused the write: nothing changed, nothing for rollback to undo.
-            rec.changed = was_changed
+        except PermanentError as err:
+            # Refused before changing anything: nothing for rollback to undo.
+            if not err.changed:
+                rec.changed = was_changed
             raise
         waited = await actions.wait(step, rec.captured, ctx)
         if result or waited:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,9 +77,12 @@ def wait_for(
 
 
 def workflow_yaml(name: str, steps: str, spec: str = "") -> str:
+    """A workflow whose run id is new every time (the re-run annotation), so tests that
+    happen to write the same steps never meet "already ran"."""
     return (
         "apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\n"
-        f"metadata:\n  name: {name}\nspec:\n{spec}  steps:\n{steps}"
+        f"metadata:\n  name: {name}\n  annotations: {{reconciler.dev/run: '{uuid.uuid4().hex}'}}\n"
+        f"spec:\n{spec}  steps:\n{steps}"
     )
 
 
@@ -123,6 +127,35 @@ def run_workflow(
     return asyncio.run(main())
 
 
+def fake_node(api: k8s.ApiClient, name: str) -> str:
+    """A node of this test's own, managed by kwok (the annotation kwokctl's controller
+    selects on), so a drain touches only this test's pods."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "type": "kwok",
+                "reconciler.dev/e2e": "true",
+            },
+        },
+    }
+    core = k8s.CoreV1Api(api)
+    core.create_node(body)
+    wait_for(
+        lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in (core.read_node(name).status.conditions or [])
+        ),
+        60,
+        f"node {name} Ready",
+    )
+    return name
+
+
 def deployment(
     api: k8s.ApiClient,
     namespace: str,
@@ -141,7 +174,7 @@ def deployment(
         ]
     }
     if node:
-        pod_spec["nodeName"] = node
+        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     # kwok nodes carry a NoSchedule taint; tolerate it so pods really land on them
     pod_spec["tolerations"] = [
         {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
@@ -209,6 +242,14 @@ def execution(api: k8s.ApiClient, name: str) -> dict[str, Any] | None:
 
 def nodes(api: k8s.ApiClient) -> list[str]:
     return sorted(n.metadata.name for n in k8s.CoreV1Api(api).list_node().items)
+
+
+@pytest.fixture
+def own_node(api: k8s.ApiClient, namespace: str):
+    """A kwok node for this test alone, deleted afterwards."""
+    name = fake_node(api, f"{namespace}-node")
+    yield name
+    k8s.CoreV1Api(api).delete_node(name)
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ WorkflowExecution (issue 4, e2e items 3-5)."""
 
 from __future__ import annotations
 
-import collections
-
 from kubehelp import (
     api,  # noqa: F401  (fixture)
     configmap,
@@ -13,6 +11,7 @@ from kubehelp import (
     deployment,
     execution,
     image_of,
+    own_node,  # noqa: F401  (fixture)
     read_deployment,
     run_workflow,
     wait_for,
@@ -23,12 +22,6 @@ from kubernetes import client as k8s
 from reconciler.engine.record import ErrorKind, RunPhase, StepPhase, UndoResult
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-def busiest_node(api, namespace: str, app: str) -> str:
-    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}").items
-    counts = collections.Counter(p.spec.node_name for p in pods if p.spec.node_name)
-    return counts.most_common(1)[0][0]
 
 
 def pdb(api, namespace: str, app: str, min_available: int) -> None:
@@ -211,10 +204,10 @@ def test_every_reversible_action_is_undone_and_404_is_permanent(api, namespace) 
     assert "rollback job" in rollback_job and "completed" in rollback_job
 
 
-def test_drain_blocked_by_pdb_times_out_then_is_rolled_back(api, namespace) -> None:
-    deployment(api, namespace, "guarded", replicas=2)
+def test_drain_blocked_by_pdb_times_out_then_is_rolled_back(api, namespace, own_node) -> None:
+    node = own_node
+    deployment(api, namespace, "guarded", replicas=2, node=node)
     pdb(api, namespace, "guarded", 2)
-    node = busiest_node(api, namespace, "guarded")
     steps = f"""\
     - name: drain
       action: DrainNode
@@ -225,7 +218,7 @@ def test_drain_blocked_by_pdb_times_out_then_is_rolled_back(api, namespace) -> N
     record = run_workflow(api, workflow_yaml("drain-blocked", steps))
     step = record.steps["drain"]
     assert step.phase == StepPhase.FAILED
-    assert step.attempts[0].error_kind == ErrorKind.TIMEOUT
+    assert step.attempts[0].error_kind == ErrorKind.TIMEOUT, step.message
     assert "blocked by a PodDisruptionBudget" in step.message
     assert record.phase == RunPhase.ROLLED_BACK
     assert "evicted pods are not restored" in record.rollback.entries[0].note
@@ -233,10 +226,10 @@ def test_drain_blocked_by_pdb_times_out_then_is_rolled_back(api, namespace) -> N
     assert read_deployment(api, namespace, "guarded").status.available_replicas == 2
 
 
-def test_drain_retries_429_and_succeeds_once_the_budget_relaxes(api, namespace) -> None:
-    deployment(api, namespace, "guarded", replicas=2)
+def test_drain_retries_429_and_succeeds_once_the_budget_relaxes(api, namespace, own_node) -> None:
+    node = own_node
+    deployment(api, namespace, "guarded", replicas=2, node=node)
     pdb(api, namespace, "guarded", 2)
-    node = busiest_node(api, namespace, "guarded")
 
     def relax() -> None:
         k8s.PolicyV1Api(api).patch_namespaced_pod_disruption_budget(
@@ -254,21 +247,35 @@ def test_drain_retries_429_and_succeeds_once_the_budget_relaxes(api, namespace) 
       dependsOn: [drain]
       target: {{name: {node}}}
 """
+    before = {
+        p.metadata.uid
+        for p in k8s.CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector="app=guarded")
+        .items
+    }
     record = run_workflow(api, workflow_yaml("drain-relaxed", steps), during=relax, after=4)
     assert record.phase == RunPhase.SUCCEEDED, record.message
     drained = record.steps["drain"]
     assert drained.result["evicted"], drained
     assert drained.finished - drained.started >= 4  # it waited for the budget, retrying 429s
-    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=guarded").items
-    assert all(p.spec.node_name != node for p in pods if not p.metadata.deletion_timestamp)
+    assert len(drained.result["evicted"]) == 2
+    after = {
+        p.metadata.uid
+        for p in k8s.CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector="app=guarded")
+        .items
+    }
+    assert not before & after  # every original pod was evicted
     assert not unschedulable(api, node)
 
 
-def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(api, namespace) -> None:
+def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(
+    api, namespace, own_node
+) -> None:
     deployment(api, namespace, "web", replicas=1)
-    deployment(api, namespace, "guarded", replicas=2)
+    node = own_node
+    deployment(api, namespace, "guarded", replicas=2, node=node)
     pdb(api, namespace, "guarded", 2)
-    node = busiest_node(api, namespace, "guarded")
     steps = f"""\
     - name: scale
       action: ScaleDeployment

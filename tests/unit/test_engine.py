@@ -426,3 +426,11 @@ def test_equal_priority_keeps_declaration_order() -> None:
     steps = [{"name": n} for n in ["c", "a", "b"]]
     record, _ = run(workflow(steps, maxConcurrent=1), FakeActions())
     assert record.execution_order == ["c", "a", "b"]
+
+
+def test_permanent_error_after_a_partial_change_is_undone() -> None:
+    # e.g. a drain that cordoned the node, then met a pod it may not evict
+    actions = FakeActions({"step-2": Script(errors=[PermanentError("cannot evict", changed=True)])})
+    record, _ = run(workflow(chain(2)), actions)
+    assert actions.order("undo") == ["step-2", "step-1"]
+    assert record.steps["step-2"].changed

@@ -33,12 +33,14 @@ def remote(tmp_path: Path) -> tuple[Path, Path]:
     return bare, clone
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
 def repo(bare: Path, tmp_path: Path) -> GitRepo:
-    return GitRepo(url=str(bare), workdir=tmp_path / "work", branch="main", author_email="bot@reconciler.dev")
+    return GitRepo(
+        url=str(bare), workdir=tmp_path / "work", branch="main", author_email="bot@reconciler.dev"
+    )
 
 
 def test_fetch_list_and_read(remote: tuple[Path, Path], tmp_path: Path) -> None:
@@ -58,23 +60,32 @@ def test_fetch_list_and_read(remote: tuple[Path, Path], tmp_path: Path) -> None:
     run(main())
 
 
-def test_push_files_commits_only_the_records_path(remote: tuple[Path, Path], tmp_path: Path) -> None:
+def test_push_files_commits_only_the_records_path(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
     bare, clone = remote
     git = repo(bare, tmp_path)
 
     async def main() -> str:
         await git.ensure()
-        return await git.push_files({"runs/wf/wf-1.yaml": b"phase: Succeeded\n"}, "reconciler: wf wf-1 Succeeded")
+        return await git.push_files(
+            {"runs/wf/wf-1.yaml": b"phase: Succeeded\n"}, "reconciler: wf wf-1 Succeeded"
+        )
 
     commit = run(main())
     sh("git", "pull", "--quiet", "origin", "main", cwd=clone)
     assert sh("git", "rev-parse", "HEAD", cwd=clone) == commit
     assert (clone / "runs" / "wf" / "wf-1.yaml").read_text() == "phase: Succeeded\n"
-    assert sh("git", "log", "-1", "--format=%an <%ae>|%s", cwd=clone) == "reconciler <bot@reconciler.dev>|reconciler: wf wf-1 Succeeded"
+    assert (
+        sh("git", "log", "-1", "--format=%an <%ae>|%s", cwd=clone)
+        == "reconciler <bot@reconciler.dev>|reconciler: wf wf-1 Succeeded"
+    )
     assert sh("git", "show", "--name-only", "--format=", "HEAD", cwd=clone) == "runs/wf/wf-1.yaml"
 
 
-def test_rejected_push_is_rebuilt_on_the_new_head_never_forced(remote: tuple[Path, Path], tmp_path: Path) -> None:
+def test_rejected_push_is_rebuilt_on_the_new_head_never_forced(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
     bare, clone = remote
     started = tmp_path / "other-started"
     # Our pushes are refused until another clone's commit has landed; that push is started
