@@ -137,3 +137,69 @@ def _plain(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
     return value
+
+
+def record_from_dict(data: dict[str, Any]) -> RunRecord:
+    """The inverse of RunRecord.to_dict(): how a restarted daemon reads its checkpoint."""
+    steps = {}
+    for name, s in data["steps"].items():
+        attempts = [
+            Attempt(
+                number=a["number"],
+                started=a["started"],
+                finished=a.get("finished"),
+                error=a.get("error"),
+                error_kind=ErrorKind(a["error_kind"]) if a.get("error_kind") else None,
+            )
+            for a in s.get("attempts", [])
+        ]
+        steps[name] = StepRecord(
+            name=s["name"],
+            action=s["action"],
+            depends_on=list(s.get("depends_on", [])),
+            phase=StepPhase(s["phase"]),
+            started=s.get("started"),
+            finished=s.get("finished"),
+            attempts=attempts,
+            captured=s.get("captured"),
+            changed=bool(s.get("changed")),
+            result=s.get("result"),
+            message=s.get("message"),
+            continue_on_failure=bool(s.get("continue_on_failure")),
+        )
+    rollback = None
+    if data.get("rollback"):
+        rb = data["rollback"]
+        rollback = RollbackRecord(
+            reason=rb["reason"],
+            started=rb["started"],
+            finished=rb.get("finished"),
+            entries=[
+                UndoEntry(
+                    step=e["step"],
+                    action=e["action"],
+                    result=UndoResult(e["result"]),
+                    started=e.get("started"),
+                    finished=e.get("finished"),
+                    attempts=e.get("attempts", 0),
+                    error=e.get("error"),
+                    note=e.get("note"),
+                )
+                for e in rb.get("entries", [])
+            ],
+        )
+    return RunRecord(
+        workflow=data["workflow"],
+        run_id=data["run_id"],
+        content_hash=data["content_hash"],
+        max_concurrent=data["max_concurrent"],
+        phase=RunPhase(data["phase"]),
+        revision=data.get("revision"),
+        started=data.get("started"),
+        finished=data.get("finished"),
+        reason=data.get("reason"),
+        message=data.get("message"),
+        execution_order=list(data.get("execution_order", [])),
+        steps=steps,
+        rollback=rollback,
+    )

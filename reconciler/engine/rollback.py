@@ -40,9 +40,13 @@ async def run_rollback(
     emit: Emit,
 ) -> bool:
     """Undo what `plan_rollback` names; True if everything reversible was undone."""
-    rollback = RollbackRecord(reason=reason, started=clock.now())
-    record.rollback = rollback
-    names = plan_rollback(record)
+    rollback = record.rollback
+    if rollback is None:
+        rollback = record.rollback = RollbackRecord(reason=reason, started=clock.now())
+    # Resuming after a crash: entries that finished stand; an undo cut short is done again.
+    rollback.entries = [e for e in rollback.entries if e.finished is not None]
+    done = {e.step for e in rollback.entries}
+    names = [n for n in plan_rollback(record) if n not in done]
     try:
         async with asyncio.timeout(policy.timeout):
             for name in names:

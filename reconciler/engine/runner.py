@@ -62,11 +62,14 @@ class Engine:
         cancel: asyncio.Event | None = None,
         actions: Actions | None = None,
         hook: Hook | None = None,
+        resume: RunRecord | None = None,
     ) -> RunRecord:
         """Run to a final phase and return the record. Setting `cancel` stops scheduling,
         cancels running steps and rolls back, like a workflow timeout. `actions` overrides
         the engine's for this run (e.g. bound to the run's WorkflowExecution owner), `hook`
-        likewise (e.g. that run's checkpoint writer)."""
+        likewise (e.g. that run's checkpoint writer). `resume` continues a run from its last
+        checkpoint: finished steps are not run again, interrupted ones are re-applied
+        (apply is idempotent) with the state captured before their first change."""
         chosen = actions or self.actions
         if chosen is None:
             raise ValueError("no actions: pass them to Engine() or to run()")
@@ -79,6 +82,8 @@ class Engine:
             chosen,
             hook or self.hook,
         )
+        if resume is not None:
+            run.adopt(resume)
         return await run.execute()
 
 
@@ -99,6 +104,7 @@ class _Run:
         self.workflow = workflow
         self.cancel = cancel
         self.steps: dict[str, StepBase] = {s.name: s for s in workflow.spec.steps}
+        self._started: set[str] = set()
         self.dag = Dag.from_workflow(workflow)
         self.record = RunRecord(
             workflow=workflow.metadata.name,
@@ -117,6 +123,21 @@ class _Run:
             },
         )
 
+    def adopt(self, record: RunRecord) -> None:
+        """Continue from a checkpoint instead of a fresh record."""
+        if record.run_id != self.record.run_id:
+            raise ValueError(f"checkpoint is for {record.run_id}, not {self.record.run_id}")
+        for step in record.steps.values():
+            if step.phase in (
+                StepPhase.RUNNING,
+                StepPhase.RETRYING,
+                StepPhase.CANCELLED,
+                StepPhase.SKIPPED,
+            ):
+                step.phase = StepPhase.PENDING  # interrupted: run again from its captured state
+        self.record = record
+        self._started = set(record.execution_order)
+
     def now(self) -> float:
         return self.engine.clock.now()
 
@@ -128,7 +149,14 @@ class _Run:
 
     async def execute(self) -> RunRecord:
         record = self.record
-        record.phase, record.started = RunPhase.RUNNING, self.now()
+        if record.phase == RunPhase.ROLLING_BACK:  # resumed mid-rollback: finish the rollback
+            await self._finish_failed(record.reason or "StepFailed")
+            record.finished = self.now()
+            await self._emit("run", record.phase)
+            return record
+        if record.started is None:
+            record.started = self.now()
+        record.phase = RunPhase.RUNNING
         await self._emit("run", record.phase)
         stop_reason, stop_message = await self._run_steps()
         for step in record.steps.values():
@@ -179,9 +207,15 @@ class _Run:
     async def _run_steps(self) -> tuple[str | None, str | None]:
         """Schedule until everything is done or something stops the run; return why."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.workflow.spec.timeout
+        elapsed = self.now() - (self.record.started or self.now())
+        deadline = loop.time() + max(0.0, self.workflow.spec.timeout - elapsed)
         limit = self.workflow.spec.max_concurrent
-        queue = self.dag.ready_queue()
+        steps = self.record.steps.values()
+        failed = [s for s in steps if s.phase == StepPhase.FAILED and not s.continue_on_failure]
+        if failed:  # resumed after a failure: nothing more runs
+            return "StepFailed", f"step {failed[0].name!r} failed: {failed[0].message}"
+        finished = [s.name for s in steps if s.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)]
+        queue = self.dag.ready_queue(done=finished)
         running: dict[asyncio.Task[None], str] = {}
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
         reason: str | None = None
@@ -234,8 +268,12 @@ class _Run:
 
     async def _run_step_holding_slot(self, name: str) -> None:
         step, rec = self.steps[name], self.record.steps[name]
-        rec.phase, rec.started = StepPhase.RUNNING, self.now()
-        self.record.execution_order.append(name)
+        rec.phase = StepPhase.RUNNING
+        if rec.started is None:
+            rec.started = self.now()
+        if name not in self._started:
+            self._started.add(name)
+            self.record.execution_order.append(name)
         await self._emit("step", rec.phase, name)
         number = 0
         while True:
