@@ -37,7 +37,7 @@ class CountingActions(FakeActions):
         return await super().capture(step, ctx)
 
 
-def crash_when(wf, actions, predicate) -> dict[str, Any]:  # noqa: ANN001
+def crash_when(wf, actions, predicate) -> dict[str, Any]:
     """Run until `predicate(transition)`; return the last checkpoint (a deep copy)."""
     checkpoint: dict[str, Any] = {}
 
@@ -55,7 +55,7 @@ def crash_when(wf, actions, predicate) -> dict[str, Any]:  # noqa: ANN001
     return checkpoint
 
 
-def resume(wf, actions, checkpoint) -> RunRecord:  # noqa: ANN001
+def resume(wf, actions, checkpoint) -> RunRecord:
     async def main() -> RunRecord:
         return await Engine(actions).run(wf, resume=record_from_dict(checkpoint))
 
