@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler import logs
+    from reconciler.actions.kube import Kube, load_api_client
+    from reconciler.daemon import Daemon, DaemonConfig
+    from reconciler.source.git import Credentials
+
+    logs.setup(args.log_format, args.log_level)
+    config = DaemonConfig(
+        repo=args.repo,
+        workdir=Path(args.workdir),
+        branch=args.branch,
+        path=args.path,
+        records_path=args.records_path,
+        interval=args.interval,
+        max_concurrent_workflows=args.max_concurrent_workflows,
+        max_concurrent_steps=args.max_concurrent_steps,
+        listen=args.listen,
+        webhook_secret_file=args.webhook_secret_file,
+        credentials=Credentials(args.ssh_key, args.known_hosts, args.token_file),
+        author_name=args.author_name,
+        author_email=args.author_email,
+        signing_key=args.signing_key,
+        allowed_signers=args.allowed_signers if args.verify_signatures == "ssh" else None,
+        leader_elect=args.leader_elect,
+        lease_namespace=args.lease_namespace,
+        capture_namespace=args.capture_namespace,
+        once=args.once,
+    )
+    if args.verify_signatures == "ssh" and args.allowed_signers is None:
+        print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
+        return 2
+    kube = Kube(
+        load_api_client(args.kubeconfig, args.context), capture_namespace=args.capture_namespace
+    )
+    try:
+        return asyncio.run(Daemon(config, kube).run())
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(workflow_schema_json())
     return 0
@@ -123,6 +166,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="where captured Secret values are kept (default: reconciler-system)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("daemon", help="watch a git repository and run what is new or changed")
+    env = os.environ.get
+    p.add_argument(
+        "--repo",
+        required=env("RECONCILER_REPO") is None,
+        default=env("RECONCILER_REPO"),
+        help="local path or URL (file://, ssh://, https://) [RECONCILER_REPO]",
+    )
+    p.add_argument("--branch", default=env("RECONCILER_BRANCH", "main"))
+    p.add_argument("--path", default=env("RECONCILER_PATH", "workflows/"), help="workflow folder")
+    p.add_argument("--records-path", default=env("RECONCILER_RECORDS_PATH", "runs/"))
+    p.add_argument(
+        "--workdir",
+        default=env("RECONCILER_WORKDIR", ".reconciler"),
+        help="where the daemon keeps its git mirror and record spool",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=float(env("RECONCILER_INTERVAL", "30")),
+        help="seconds between remote checks (±10%% jitter)",
+    )
+    p.add_argument(
+        "--max-concurrent-workflows", type=int, default=int(env("RECONCILER_MAX_WORKFLOWS", "4"))
+    )
+    p.add_argument("--max-concurrent-steps", type=int, default=None, help="global step limit")
+    p.add_argument("--listen", default=env("RECONCILER_LISTEN", "127.0.0.1:8080"))
+    p.add_argument(
+        "--webhook-secret-file", type=Path, default=env("RECONCILER_WEBHOOK_SECRET_FILE")
+    )
+    p.add_argument("--ssh-key", type=Path, default=env("RECONCILER_SSH_KEY"))
+    p.add_argument("--known-hosts", type=Path, default=env("RECONCILER_KNOWN_HOSTS"))
+    p.add_argument("--token-file", type=Path, default=env("RECONCILER_TOKEN_FILE"))
+    p.add_argument("--author-name", default=env("RECONCILER_AUTHOR_NAME", "reconciler"))
+    p.add_argument("--author-email", default=env("RECONCILER_AUTHOR_EMAIL", "reconciler@localhost"))
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        default=env("RECONCILER_SIGNING_KEY"),
+        help="SSH key file to sign record commits with",
+    )
+    p.add_argument(
+        "--verify-signatures", choices=("ssh",), default=env("RECONCILER_VERIFY_SIGNATURES")
+    )
+    p.add_argument("--allowed-signers", type=Path, default=env("RECONCILER_ALLOWED_SIGNERS"))
+    p.add_argument(
+        "--leader-elect", action="store_true", default=env("RECONCILER_LEADER_ELECT") == "1"
+    )
+    p.add_argument("--lease-namespace", default=env("RECONCILER_NAMESPACE", "reconciler-system"))
+    p.add_argument("--capture-namespace", default=env("RECONCILER_NAMESPACE", "reconciler-system"))
+    p.add_argument(
+        "--once", action="store_true", help="one sync, wait for its runs, exit with their status"
+    )
+    p.add_argument("--kubeconfig")
+    p.add_argument("--context")
+    p.add_argument(
+        "--log-format", choices=("json", "text"), default=env("RECONCILER_LOG_FORMAT", "json")
+    )
+    p.add_argument("--log-level", default=env("RECONCILER_LOG_LEVEL", "INFO"))
+    p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("schema", help="print the Workflow JSON Schema")
     p.set_defaults(func=cmd_schema)

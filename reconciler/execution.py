@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.actions.kube import Kube, is_status
 from reconciler.actions.registry import KubeActions
-from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.state.checkpoint import (
@@ -29,7 +29,9 @@ from reconciler.state.events import EventRecorder
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
 
 
-def execution_body(loaded: LoadedWorkflow, revision: str | None) -> dict[str, Any]:
+def execution_body(
+    loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     manifest = loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     spec = {
         "workflow": loaded.name,
@@ -47,6 +49,7 @@ def execution_body(loaded: LoadedWorkflow, revision: str | None) -> dict[str, An
             "labels": {
                 "reconciler.dev/workflow": loaded.name,
                 "reconciler.dev/content-hash": loaded.digest[:63],
+                **(labels or {}),
             },
             "finalizers": [FINALIZER],
         },
@@ -64,11 +67,12 @@ class AlreadyRun(Exception):
 
 
 async def create_execution(
-    kube: Kube, loaded: LoadedWorkflow, revision: str | None
+    kube: Kube, loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
     what = f"workflowexecution {loaded.run_id}"
+    body = execution_body(loaded, revision, labels)
     try:
-        return await kube.write(what, "POST", execution_path(), execution_body(loaded, revision))
+        return await kube.write(what, "POST", execution_path(), body)
     except Exception as err:
         if not is_status(err.__cause__, 409):
             raise
@@ -108,8 +112,17 @@ async def run_in_cluster(
     *,
     revision: str | None = None,
     hooks: Sequence[Hook] = (),
+    cancel: asyncio.Event | None = None,
+    labels: dict[str, str] | None = None,
 ) -> RunRecord:
-    execution = await create_execution(kube, loaded, revision)
+    """Run (or resume, if its WorkflowExecution exists unfinished) one workflow.
+
+    The run is cancelled and rolled back when its WorkflowExecution is deleted or when
+    `cancel` is set (the daemon does that when the workflow is deleted from git).
+    """
+    execution = await create_execution(kube, loaded, revision, labels)
+    status = execution.get("status") or {}
+    resume = record_from_dict(unpack(status["record"])) if status.get("record") else None
     checkpoint = Checkpointer(kube, execution)
     events = EventRecorder(kube, execution)
     all_hooks = [checkpoint.hook, events.hook, *hooks]
@@ -118,18 +131,31 @@ async def run_in_cluster(
         for h in all_hooks:
             await h(record, t)
 
-    watcher = asyncio.create_task(checkpoint.watch_deletion())
+    stop = asyncio.Event()
+
+    async def forward(source: asyncio.Event) -> None:
+        await source.wait()
+        stop.set()
+
+    watchers = [
+        asyncio.create_task(checkpoint.watch_deletion()),
+        asyncio.create_task(forward(checkpoint.deleting)),
+    ]
+    if cancel is not None:
+        watchers.append(asyncio.create_task(forward(cancel)))
     try:
         record = await engine.run(
             loaded.workflow,
             digest=loaded.digest,
             revision=revision,
-            cancel=checkpoint.deleting,
+            cancel=stop,
             actions=KubeActions(kube, owner_reference(execution)),
             hook=hook,
+            resume=resume,
         )
     finally:
-        watcher.cancel()
+        for task in watchers:
+            task.cancel()
     await checkpoint.close()
     # The finalizer only guards a running run; once the record is final, deleting the
     # object must just delete it (and, through owner references, what the run created).

@@ -47,9 +47,10 @@ class Credentials:
 
 @dataclass(frozen=True)
 class TreeEntry:
-    mode: str
+    mode: str  # 100644 file, 100755 executable, 120000 symlink
     kind: str  # blob | tree | commit
     sha: str
+    size: int  # bytes, known before reading the blob
     path: str
 
 
@@ -178,18 +179,16 @@ class GitRepo:
         return await self.local_head()
 
     async def ls_tree(self, commit: str, path: str) -> list[TreeEntry]:
-        out = await self.git(
-            "ls-tree", "-r", "-z", "--full-tree", commit, "--", path.rstrip("/") + "/"
-        )
+        folder = path.rstrip("/") + "/"
+        out = await self.git("ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", folder)
         entries = []
         for item in out.split(b"\0"):
             if not item:
                 continue
-            meta, _, name = item.partition(b"\t")
-            mode, kind, sha = meta.decode().split()
-            entries.append(
-                TreeEntry(mode, kind, sha, name.decode("utf-8", errors="surrogateescape"))
-            )
+            meta, _, raw_name = item.partition(b"\t")
+            mode, kind, sha, size = meta.decode().split()
+            name = raw_name.decode("utf-8", errors="surrogateescape")
+            entries.append(TreeEntry(mode, kind, sha, int(size) if size.isdigit() else 0, name))
         return entries
 
     async def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:

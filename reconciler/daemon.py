@@ -1,0 +1,435 @@
+"""The reconcile loop: git in, cluster changes and records out (DESIGN.md §1, §4, §5).
+
+One sync: ask the remote for the branch head (`ls-remote`); if it moved, fetch, load the
+workflows that changed, diff desired against applied, queue what is new or changed, cancel
+what was deleted. Runs start up to --max-concurrent-workflows, one at a time per workflow
+name (a changed workflow waits for its running version to finish). Records are committed at
+run start and end. Triggers: a local repository's refs changing (watchfiles), the webhook, or
+the polling interval (with jitter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.actions.kube import Kube
+from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.runner import Engine
+from reconciler.execution import AlreadyRun, run_in_cluster
+from reconciler.httpserver import Endpoints, HttpServer, threadsafe_setter
+from reconciler.logs import log_transition
+from reconciler.manifest.durations import format_duration
+from reconciler.manifest.errors import ManifestIssue, format_path
+from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.schema import Workflow
+from reconciler.metrics import Metrics
+from reconciler.runonce import API_THREADS, ensure_namespace
+from reconciler.source.git import Credentials, GitError, GitRepo
+from reconciler.source.recordwriter import RecordWriter
+from reconciler.state.checkpoint import execution_path, unpack
+from reconciler.state.desired import ManifestCache, recorded_run_ids
+from reconciler.state.lease import LeaderElector
+from reconciler.state.records import render_markdown, render_yaml
+
+log = logging.getLogger("reconciler.daemon")
+RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
+
+
+@dataclass
+class DaemonConfig:
+    repo: str
+    workdir: Path
+    branch: str = "main"
+    path: str = "workflows/"
+    records_path: str = "runs/"
+    interval: float = 30.0
+    max_concurrent_workflows: int = 4
+    max_concurrent_steps: int | None = None
+    listen: str = "127.0.0.1:8080"
+    webhook_secret_file: Path | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+    author_name: str = "reconciler"
+    author_email: str = "reconciler@localhost"
+    signing_key: Path | None = None
+    allowed_signers: Path | None = None  # set: only commits signed by these keys run
+    leader_elect: bool = False
+    lease_namespace: str = "reconciler-system"
+    lease_name: str = "reconciler"
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    capture_namespace: str = "reconciler-system"
+    once: bool = False
+
+
+@dataclass
+class RunHandle:
+    loaded: LoadedWorkflow
+    task: asyncio.Task[RunRecord | None]
+    cancel: asyncio.Event
+
+
+def record_paths(records_path: str, workflow: str, run_id: str) -> tuple[str, str]:
+    base = f"{records_path.rstrip('/')}/{workflow}/{run_id}"
+    return f"{base}.yaml", f"{base}.md"
+
+
+def commit_message(record: RunRecord) -> str:
+    done, total = record.progress()
+    duration = ""
+    if record.started is not None and record.finished is not None:
+        duration = f", {format_duration(record.finished - record.started)}"
+    phase = record.phase.value
+    return f"reconciler: {record.workflow} {record.run_id} {phase} ({done}/{total} steps{duration})"
+
+
+def errors_markdown(issues: list[ManifestIssue]) -> bytes:
+    # No revision or time in here: the daemon's own record commits move the head, and a file
+    # that changed with every head would commit itself forever.
+    lines = [
+        "# Invalid workflow manifests",
+        "",
+        "These files were not run (every other workflow was).",
+        "Fix them and push; this file is rewritten on every revision, removed when all is valid.",
+        "",
+        "| file | line | column | field | problem |",
+        "|---|---|---|---|---|",
+    ]
+    for i in issues:
+        problem = i.message.replace("|", "\\|")
+        where = format_path(i.path) or "—"
+        lines.append(f"| `{i.file}` | {i.line} | {i.column} | `{where}` | {problem} |")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, kube: Kube) -> None:
+        self.config = config
+        self.kube = kube
+        self.metrics = Metrics()
+        self.git = GitRepo(
+            url=config.repo,
+            workdir=config.workdir,
+            branch=config.branch,
+            credentials=config.credentials,
+            author_name=config.author_name,
+            author_email=config.author_email,
+            signing_key=config.signing_key,
+        )
+        self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
+        self.engine = Engine(global_limit=config.max_concurrent_steps)
+        self.cache = ManifestCache()
+        self.running: dict[str, RunHandle] = {}
+        self.queued: dict[str, tuple[LoadedWorkflow, str]] = {}
+        self.finished: list[RunRecord] = []
+        self.crashed = 0
+        self.wake = asyncio.Event()
+        self.synced_head: str | None = None
+        self.last_errors: bytes | None = None
+        self.git_ok = False
+        self.api_ok = False
+        self.elector: LeaderElector | None = None
+        self.http: HttpServer | None = None
+
+    # ------------------------------------------------------------------ readiness
+
+    def readiness(self) -> str | None:
+        if self.synced_head is None:
+            return "not synced yet"
+        if not self.git_ok:
+            return "git remote unreachable"
+        if not self.api_ok:
+            return "Kubernetes API unreachable"
+        return None
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(API_THREADS))
+        secret = (
+            self.config.webhook_secret_file.read_bytes().strip()
+            if self.config.webhook_secret_file
+            else None
+        )
+        self.http = HttpServer(
+            self.config.listen,
+            Endpoints(self.metrics, self.readiness, threadsafe_setter(loop, self.wake), secret),
+        )
+        self.http.start()
+        log.info("listening on %s:%d", self.http.server.server_address[0], self.http.port)
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self.git.ensure()
+            recovered = self.writer.recover()
+            if recovered:
+                log.info("%d record commit(s) from a previous run will be pushed", recovered)
+            background.append(asyncio.create_task(self.writer.run()))
+            background.append(asyncio.create_task(self._watch_api()))
+            if self.config.leader_elect:
+                await ensure_namespace(self.kube, self.config.lease_namespace)
+                self.elector = LeaderElector(
+                    self.kube,
+                    self.config.lease_namespace,
+                    self.config.lease_name,
+                    self.config.identity,
+                )
+                background.append(asyncio.create_task(self.elector.run()))
+                log.info("waiting to become leader as %s", self.config.identity)
+                await self.elector.is_leader.wait()
+                self.metrics.leader.set(1)
+            else:
+                self.metrics.leader.set(1)
+            await ensure_namespace(self.kube, self.config.capture_namespace)
+            if self._is_local_repo():
+                background.append(asyncio.create_task(self._watch_local()))
+            await self._resume_unfinished()
+            return await self._loop()
+        finally:
+            for task in background:
+                task.cancel()
+            for handle in self.running.values():
+                handle.task.cancel()
+            if self.elector is not None:
+                with contextlib.suppress(Exception):
+                    await self.elector.release()
+            self.http.stop()
+
+    async def _loop(self) -> int:
+        while True:
+            await self.sync()
+            if self.config.once:
+                while self.running or self.queued:
+                    await asyncio.wait(
+                        [h.task for h in self.running.values()], return_when=asyncio.FIRST_COMPLETED
+                    )
+                    self._start_queued()
+                await self.writer.drain()
+                ok = not self.crashed and all(r.phase == RunPhase.SUCCEEDED for r in self.finished)
+                return 0 if ok else 1
+            lost = self.elector.lost.wait() if self.elector else asyncio.Event().wait()
+            jitter = self.config.interval * random.uniform(-0.1, 0.1)
+            waits = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(lost)}
+            _, pending = await asyncio.wait(
+                waits, timeout=self.config.interval + jitter, return_when=asyncio.FIRST_COMPLETED
+            )
+            for fut in pending:
+                fut.cancel()
+            if self.elector is not None and self.elector.lost.is_set():
+                log.error("leadership lost: stopping so the new leader alone runs workflows")
+                return 2
+            self.wake.clear()
+
+    def _is_local_repo(self) -> bool:
+        return "://" not in self.config.repo and Path(self.config.repo).is_dir()
+
+    async def _watch_local(self) -> None:
+        """A push to a local repository moves a ref file: sync at once, no polling delay."""
+        from watchfiles import awatch
+
+        def is_ref(change: object, path: str) -> bool:
+            return "/refs/" in path or path.endswith(("packed-refs", "HEAD"))
+
+        async for _ in awatch(
+            self.config.repo,
+            watch_filter=is_ref,
+            debounce=50,
+            step=10,
+            recursive=True,
+            force_polling=False,
+        ):
+            self.wake.set()
+
+    async def _watch_api(self) -> None:
+        while True:
+            try:
+                await self.kube.get("API server", "/version")
+                self.api_ok = True
+            except Exception:
+                self.api_ok = False
+            await asyncio.sleep(5)
+
+    # ------------------------------------------------------------------ sync
+
+    async def sync(self) -> None:
+        start = time.monotonic()
+        try:
+            head = await self.git.remote_head()
+            if head is None:
+                raise GitError(
+                    f"branch {self.config.branch} not found on the remote", transient=False
+                )
+            if head != self.synced_head:
+                await self.git.fetch()
+                await self._refresh(head)
+                self.synced_head = head
+            self.git_ok = True
+            self.metrics.last_sync.set(time.time())
+        except GitError as err:
+            self.git_ok = False
+            self.metrics.sync_failures.inc()
+            log.warning("git sync failed: %s", err)
+        finally:
+            self.metrics.sync_duration.observe(time.monotonic() - start)
+        self._start_queued()
+
+    async def _refresh(self, head: str) -> None:
+        revision = f"{self.config.branch}@sha1:{head}"
+        if self.config.allowed_signers is not None and not await self.git.verify_commit(
+            head, self.config.allowed_signers
+        ):
+            log.error("revision %s is not signed by an allowed key: not executing it", revision)
+            message = (
+                f"# Refused revision\n\n`{revision}` is not signed by an allowed key,"
+                " so nothing in it was executed.\n"
+            ).encode()
+            self.writer.submit(
+                {f"{self.config.records_path.rstrip('/')}/_refused.md": message},
+                f"reconciler: refused unsigned revision {head[:12]}",
+            )
+            return
+        desired = await self.cache.desired(self.git, head, self.config.path)
+        await self._record_errors(desired.issues)
+        recorded = await recorded_run_ids(self.git, head, self.config.records_path)
+        live = await self._live_executions()
+        names = {w.name for w in desired.workflows}
+        for loaded in desired.workflows:
+            if loaded.run_id in recorded or loaded.run_id in live:
+                continue
+            handle = self.running.get(loaded.name)
+            if handle is not None and handle.loaded.run_id == loaded.run_id:
+                continue
+            log.info("queued %s (%s)", loaded.run_id, loaded.file, extra={"run_id": loaded.run_id})
+            self.queued[loaded.name] = (loaded, revision)
+        for name in list(self.queued):
+            if name not in names:
+                del self.queued[name]
+        for name, handle in self.running.items():
+            if name not in names and not handle.cancel.is_set():
+                log.info("workflow %s was deleted while running: cancelling", name)
+                handle.cancel.set()
+        self.metrics.queue_depth.set(len(self.queued))
+
+    async def _record_errors(self, issues: list[ManifestIssue]) -> None:
+        self.metrics.invalid_manifests.set(len(issues))
+        path = f"{self.config.records_path.rstrip('/')}/_errors.md"
+        content = errors_markdown(issues) if issues else None
+        if content == self.last_errors:
+            return
+        for issue in issues:
+            log.error("invalid manifest: %s", issue)
+        self.last_errors = content
+        message = (
+            f"reconciler: {len(issues)} invalid manifest error(s)"
+            if issues
+            else "reconciler: all manifests valid"
+        )
+        self.writer.submit({path: content}, message)
+
+    async def _live_executions(self) -> dict[str, str]:
+        listing = await self.kube.get("workflowexecutions", execution_path())
+        return {
+            i["metadata"]["name"]: (i.get("status") or {}).get("phase", "Pending")
+            for i in listing.get("items", [])
+        }
+
+    # ------------------------------------------------------------------ runs
+
+    def _start_queued(self) -> None:
+        for name in list(self.queued):
+            if len(self.running) >= self.config.max_concurrent_workflows:
+                break
+            if name in self.running:
+                continue  # the running version finishes first
+            loaded, revision = self.queued.pop(name)
+            self._start(loaded, revision)
+        self.metrics.queue_depth.set(len(self.queued))
+
+    def _start(self, loaded: LoadedWorkflow, revision: str | None) -> None:
+        cancel = asyncio.Event()
+        task = asyncio.create_task(self._run(loaded, revision, cancel), name=loaded.run_id)
+        self.running[loaded.name] = RunHandle(loaded, task, cancel)
+        self.metrics.runs_active.set(len(self.running))
+
+    async def _run(
+        self, loaded: LoadedWorkflow, revision: str | None, cancel: asyncio.Event
+    ) -> RunRecord | None:
+        yaml_path, md_path = record_paths(self.config.records_path, loaded.name, loaded.run_id)
+
+        async def commit_start(record: RunRecord, t: Transition) -> None:
+            if (
+                t.scope == "run"
+                and t.phase == RunPhase.RUNNING.value
+                and not record.execution_order
+            ):
+                self.writer.submit(
+                    {
+                        yaml_path: render_yaml(record, loaded.file).encode(),
+                        md_path: render_markdown(record, loaded.file).encode(),
+                    },
+                    commit_message(record),
+                )
+
+        try:
+            record = await run_in_cluster(
+                self.kube,
+                self.engine,
+                loaded,
+                revision=revision,
+                cancel=cancel,
+                labels=RUNNER_LABEL,
+                hooks=[self.metrics.hook, log_transition, commit_start],
+            )
+        except AlreadyRun:
+            return None
+        except Exception:
+            log.exception("run %s crashed", loaded.run_id, extra={"run_id": loaded.run_id})
+            self.crashed += 1
+            return None
+        finally:
+            current = self.running.get(loaded.name)
+            if current is not None and current.loaded.run_id == loaded.run_id:
+                del self.running[loaded.name]
+            self.metrics.runs_active.set(len(self.running))
+            self.wake.set()  # a slot is free: start what is queued
+        self.finished.append(record)
+        self.writer.submit(
+            {
+                yaml_path: render_yaml(record, loaded.file).encode(),
+                md_path: render_markdown(record, loaded.file).encode(),
+            },
+            commit_message(record),
+        )
+        return record
+
+    async def _resume_unfinished(self) -> None:
+        """Runs a previous leader (or this process before a crash) left unfinished."""
+        selector = ",".join(f"{k}={v}" for k, v in RUNNER_LABEL.items())
+        listing = await self.kube.get(
+            "workflowexecutions", execution_path(), {"labelSelector": selector}
+        )
+        for item in listing.get("items", []):
+            phase = RunPhase((item.get("status") or {}).get("phase", "Pending"))
+            if phase.finished:
+                continue
+            spec = item["spec"]
+            workflow = Workflow.model_validate(unpack(spec["manifest"]))
+            loaded = LoadedWorkflow(
+                workflow, spec.get("source", ""), 0, spec["contentHash"], item["metadata"]["name"]
+            )
+            if workflow.metadata.name in self.running:
+                continue
+            log.info(
+                "resuming %s from its checkpoint (%s)",
+                loaded.run_id,
+                phase.value,
+                extra={"run_id": loaded.run_id},
+            )
+            self._start(loaded, spec.get("revision"))

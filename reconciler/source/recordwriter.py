@@ -1,0 +1,92 @@
+"""Record commits, in order, never lost: each commit is spooled to disk before it is tried,
+pushed by one worker (fetch, build on the remote head, push; on rejection or an unreachable
+remote, back off and try again — forever, never forcing), and deleted from the spool only
+once the remote has it. A restarted daemon pushes what its predecessor left in the spool;
+re-pushing content the remote already has makes no commit, so nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+from pathlib import Path
+
+from reconciler.metrics import Metrics
+from reconciler.source.git import GitError, GitRepo
+
+log = logging.getLogger(__name__)
+Files = dict[str, bytes | None]
+
+
+class RecordWriter:
+    def __init__(self, git: GitRepo, spool: Path, metrics: Metrics) -> None:
+        self.git = git
+        self.spool = spool
+        self.metrics = metrics
+        self.queue: asyncio.Queue[Path] = asyncio.Queue()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.pushed = 0
+        self._seq = 0
+
+    def recover(self) -> int:
+        """Queue what a previous process spooled but did not push."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        leftovers = sorted(self.spool.glob("*.json"))
+        for path in leftovers:
+            self._seq = max(self._seq, int(path.stem.split("-")[0]) + 1)
+            self._enqueue(path)
+        return len(leftovers)
+
+    def _enqueue(self, path: Path) -> None:
+        self.idle.clear()
+        self.queue.put_nowait(path)
+        self.metrics.records_pending.set(self.queue.qsize())
+
+    def submit(self, files: Files, message: str) -> None:
+        """Durable once this returns (written and fsynced); pushed in the background."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "message": message,
+            "files": {
+                p: None if c is None else base64.b64encode(c).decode() for p, c in files.items()
+            },
+        }
+        final = self.spool / f"{self._seq:012d}-{os.getpid()}.json"
+        self._seq += 1
+        tmp = final.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(entry, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(final)
+        self._enqueue(final)
+
+    async def run(self) -> None:
+        while True:
+            path = await self.queue.get()
+            entry = json.loads(path.read_text())
+            files = {
+                p: None if c is None else base64.b64decode(c) for p, c in entry["files"].items()
+            }
+            delay = 1.0
+            while True:
+                try:
+                    await self.git.push_files(files, entry["message"])
+                    break
+                except GitError as err:
+                    self.metrics.push_retries.inc()
+                    log.warning("record commit %r not pushed yet: %s", entry["message"], err)
+                    await asyncio.sleep(delay)
+                    delay = min(60.0, delay * 2)
+            path.unlink(missing_ok=True)
+            self.pushed += 1
+            self.metrics.records_pending.set(self.queue.qsize())
+            if self.queue.empty():
+                self.idle.set()
+
+    async def drain(self) -> None:
+        await self.idle.wait()
