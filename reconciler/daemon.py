@@ -420,7 +420,11 @@ class Daemon:
             if phase.finished:
                 continue
             spec = item["spec"]
-            workflow = Workflow.model_validate(unpack(spec["manifest"]))
+            try:
+                workflow = Workflow.model_validate(unpack(spec["manifest"]))
+            except Exception as err:  # one unreadable checkpoint must not stop the daemon
+                log.error("cannot resume %s: %s", item["metadata"]["name"], err)
+                continue
             loaded = LoadedWorkflow(
                 workflow, spec.get("source", ""), 0, spec["contentHash"], item["metadata"]["name"]
             )

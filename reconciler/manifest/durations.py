@@ -26,15 +26,16 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Shortest Go-style string for a number of seconds (for reports and plans)."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-        f"{secs}s" if secs else "",
-    ]
-    return "".join(parts) or "0s"
+    """Exact Go-style string for a number of seconds: `1h30m`, `1s500ms`, `250ms`.
+
+    Exact (to the millisecond) because it is also how durations are serialised, and
+    `parse_duration(format_duration(x)) == x` must hold for anything a manifest can say.
+    """
+    total_ms = round(seconds * 1000)
+    if total_ms == 0:
+        return "0s"
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, ms = divmod(rest, 1000)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s"), (ms, "ms")]
+    return "".join(f"{value}{unit}" for value, unit in parts if value)

@@ -16,11 +16,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
-from reconciler.manifest.durations import DURATION_PATTERN, parse_duration
+from reconciler.manifest.durations import DURATION_PATTERN, format_duration, parse_duration
 
 API_VERSION = "reconciler.dev/v1alpha1"
 KIND = "Workflow"
@@ -81,10 +82,12 @@ ConfigKey = Annotated[
     WithJsonSchema({"type": "string", "pattern": _CONFIG_KEY.pattern}),
 ]
 Token = Annotated[str, AfterValidator(_non_blank)]
-# Stored as seconds (so `5m` and `300s` hash the same); written as Go-style strings.
+# Held as seconds (so `5m` and `300s` are the same content); serialised as the canonical
+# Go-style string, so a dumped workflow validates again (checkpoints are re-read on resume).
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "5m"]}),
 ]
 

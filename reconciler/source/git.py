@@ -215,16 +215,15 @@ class GitRepo:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             await self.git("read-tree", parent, env=env)
+            lines = []
             for path, content in files.items():
                 if content is None:
-                    await self.git("update-index", "--force-remove", "--", path, env=env)
+                    lines.append(f"0 {'0' * 40}\t{path}\n")  # mode 0: remove the entry
                     continue
-                sha = (
-                    (await self.git("hash-object", "-w", "--stdin", stdin=content)).decode().strip()
-                )
-                await self.git(
-                    "update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", env=env
-                )
+                sha = await self.git("hash-object", "-w", "--stdin", stdin=content)
+                lines.append(f"100644 {sha.decode().strip()}\t{path}\n")
+            # --index-info works without a work tree (this mirror is bare)
+            await self.git("update-index", "--index-info", stdin="".join(lines).encode(), env=env)
             tree = (await self.git("write-tree", env=env)).decode().strip()
         parent_tree = (await self.git("rev-parse", f"{parent}^{{tree}}")).decode().strip()
         if tree == parent_tree:

@@ -18,7 +18,14 @@ def test_parse_rejects(text: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.25, "250ms"), (90, "1m30s"), (3600, "1h"), (5400, "1h30m"), (0, "0ms")]
+    ("seconds", "text"),
+    [(0.25, "250ms"), (90, "1m30s"), (3600, "1h"), (5400, "1h30m"), (0, "0s"), (1.5, "1s500ms")],
 )
 def test_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("text", ["90s", "1h30m", "250ms", "1.5s", "2h0m3s", "45m"])
+def test_format_round_trips(text: str) -> None:
+    seconds = parse_duration(text)
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)

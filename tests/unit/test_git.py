@@ -140,3 +140,20 @@ def test_unreachable_remote_is_a_transient_git_error(tmp_path: Path) -> None:
     with pytest.raises(GitError) as exc:
         run(main())
     assert exc.value.transient
+
+
+def test_push_files_can_delete_a_path(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, _ = remote
+    git = repo(bare, tmp_path)
+
+    async def main() -> None:
+        await git.ensure()
+        await git.push_files({"runs/_errors.md": b"x\n"}, "errors")
+        await git.push_files({"runs/_errors.md": None}, "all valid")
+
+    run(main())
+    assert sh("git", "log", "--format=%s", "main", cwd=bare).splitlines()[:2] == [
+        "all valid",
+        "errors",
+    ]
+    assert "runs/_errors.md" not in sh("git", "ls-tree", "-r", "--name-only", "main", cwd=bare)

@@ -67,3 +67,14 @@ def test_run_id_is_name_and_ten_hex_digits() -> None:
     loaded = load_text(BASE, "wf.yaml").workflows[0]
     assert loaded.run_id == "wf-" + loaded.digest[:10]
     assert len(loaded.digest) == 64 and int(loaded.digest, 16) >= 0
+
+
+def test_a_dumped_workflow_validates_again_with_the_same_hash() -> None:
+    """What a checkpoint stores (the JSON dump) must load back to the same content."""
+    from reconciler.manifest.schema import Workflow
+
+    loaded = load_text(BASE, "wf.yaml").workflows[0]
+    dumped = loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    again = Workflow.model_validate(dumped)
+    assert again == loaded.workflow
+    assert loaded.workflow.model_dump(mode="json", by_alias=True)["spec"]["steps"][0]["timeout"] == "5m"

@@ -1,0 +1,171 @@
+"""Real git remotes (bare repositories) and the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kubehelp import wait_for
+
+
+def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        args, cwd=cwd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    ).stdout.strip()
+
+
+class Remote:
+    """A bare repository and a people's clone of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "remote.git"
+        self.clone = root / "clone"
+        sh("git", "init", "--quiet", "--bare", "-b", "main", str(self.bare), cwd=root)
+        sh("git", "clone", "--quiet", str(self.bare), str(self.clone), cwd=root)
+        sh("git", "config", "user.email", "sre@example.com", cwd=self.clone)
+        sh("git", "config", "user.name", "SRE", cwd=self.clone)
+        (self.clone / "workflows").mkdir()
+        (self.clone / "README.md").write_text("ops repo\n")
+        self.commit_all("initial")
+
+    def write(self, path: str, text: str) -> None:
+        full = self.clone / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_text(text)
+
+    def remove(self, path: str) -> None:
+        (self.clone / path).unlink()
+
+    def commit_all(self, message: str) -> str:
+        sh("git", "add", "-A", cwd=self.clone)
+        sh("git", "commit", "--quiet", "--allow-empty", "-m", message, cwd=self.clone)
+        self.push()
+        return sh("git", "rev-parse", "HEAD", cwd=self.clone)
+
+    def push(self) -> None:
+        for _ in range(10):  # the daemon may have pushed a record meanwhile
+            with contextlib.suppress(subprocess.CalledProcessError):
+                sh("git", "pull", "--quiet", "--rebase", "origin", "main", cwd=self.clone)
+            try:
+                sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=self.clone)
+                return
+            except subprocess.CalledProcessError:
+                time.sleep(0.2)
+        raise AssertionError("could not push")
+
+    def log(self) -> list[str]:
+        """Subjects on the remote branch, newest first."""
+        return sh("git", "log", "--format=%s", "main", cwd=self.bare).splitlines()
+
+    def show(self, path: str) -> str | None:
+        try:
+            return sh("git", "show", f"main:{path}", cwd=self.bare)
+        except subprocess.CalledProcessError:
+            return None
+
+    def files(self, folder: str) -> list[str]:
+        out = sh("git", "ls-tree", "-r", "--name-only", "main", "--", folder, cwd=self.bare)
+        return out.splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(
+        self, repo: str, workdir: Path, kubeconfig: str, *extra: str, name: str = "daemon"
+    ) -> None:
+        self.port = free_port()
+        self.log_path = workdir.parent / f"{name}-{self.port}.log"
+        self.args = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "daemon",
+            "--repo",
+            repo,
+            "--workdir",
+            str(workdir),
+            "--kubeconfig",
+            kubeconfig,
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+            *extra,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        self.log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.get("/healthz")[0] == 200, 30, "daemon /healthz")
+        if wait_ready:
+            wait_for(lambda: self.get("/readyz")[0] == 200, 60, "daemon /readyz")
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+        except OSError:
+            return 0, ""
+
+    def webhook(self, body: bytes, secret: bytes | None, delivery: str | None = None) -> int:
+        headers = {"Content-Type": "application/json", "X-GitHub-Event": "push"}
+        if secret is not None:
+            headers["X-Hub-Signature-256"] = (
+                "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+            )
+        if delivery:
+            headers["X-GitHub-Delivery"] = delivery
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/hooks/git", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        if hasattr(self, "log_file"):
+            self.log_file.close()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    return Remote(tmp_path)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path):
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop()

@@ -1,0 +1,325 @@
+"""The daemon end to end (issue 5): a real subprocess, real bare git remotes, the real
+control plane. Push -> cluster change -> record commit; crash safety; webhook; HA."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from kubehelp import api, deployment, execution, own_node, read_deployment, wait_for  # noqa: F401
+from kubernetes import client as k8s
+
+
+def scale_workflow(
+    name: str, namespace: str, replicas: int, deployment_name: str = "web", comment: str = ""
+) -> str:
+    return f"""{comment}apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata:
+  name: {name}
+spec:
+  steps:
+    - name: scale
+      action: ScaleDeployment
+      target: {{namespace: {namespace}, name: {deployment_name}}}
+      params: {{replicas: {replicas}}}
+      timeout: 60s
+"""
+
+
+def record_commits(remote: Remote, workflow: str, phase: str | None = None) -> list[str]:
+    return [
+        s
+        for s in remote.log()
+        if s.startswith(f"reconciler: {workflow} ") and (phase is None or f" {phase} (" in s)
+    ]
+
+
+def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    daemons.append(daemon)
+    remote.write("workflows/scale.yaml", scale_workflow("scale-web", namespace, 2))
+    pushed = time.time()
+    remote.commit_all("scale web to 2")
+    wait_for(lambda: record_commits(remote, "scale-web", "Succeeded"), 30, "record commit")
+    latency = time.time() - pushed
+    assert read_deployment(api, namespace, "web").spec.replicas == 2
+    (done,) = record_commits(remote, "scale-web", "Succeeded")
+    run_id = done.split()[2]
+    assert record_commits(remote, "scale-web", "Running") == [
+        f"reconciler: scale-web {run_id} Running (0/1 steps)"
+    ]
+    record = remote.show(f"runs/scale-web/{run_id}.yaml")
+    assert "phase: Succeeded" in record and "revision: main@sha1:" in record
+    report = remote.show(f"runs/scale-web/{run_id}.md")
+    assert "```mermaid" in report and "flowchart LR" in report and "gantt" in report
+    print(f"push-to-record latency (local watch): {latency:.2f}s")
+
+    # a formatting-only change runs nothing
+    before = len(remote.log())
+    remote.write(
+        "workflows/scale.yaml",
+        scale_workflow("scale-web", namespace, 2, comment="# reformatted\n").replace(
+            "timeout: 60s", "timeout: 1m"
+        ),
+    )
+    remote.commit_all("reformat")
+    time.sleep(3)
+    assert len(remote.log()) == before + 1  # only the user's commit
+    # a real change runs again
+    remote.write("workflows/scale.yaml", scale_workflow("scale-web", namespace, 3))
+    remote.commit_all("scale web to 3")
+    wait_for(lambda: len(record_commits(remote, "scale-web", "Succeeded")) == 2, 30, "second run")
+    assert read_deployment(api, namespace, "web").spec.replicas == 3
+    status, metrics = daemon.get("/metrics")
+    assert status == 200 and 'reconciler_runs_total{phase="Succeeded"} 2.0' in metrics
+
+
+def test_invalid_manifest_is_recorded_and_valid_ones_still_run(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    daemons.append(
+        Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    )
+    remote.write("workflows/good.yaml", scale_workflow("good", namespace, 2))
+    remote.write(
+        "workflows/bad.yaml",
+        scale_workflow("bad", namespace, 2).replace("ScaleDeployment", "ScaleDeploymnt"),
+    )
+    remote.commit_all("one good, one bad")
+    wait_for(lambda: record_commits(remote, "good", "Succeeded"), 30, "good workflow ran")
+    errors = wait_for(lambda: remote.show("runs/_errors.md"), 10, "errors recorded")
+    assert (
+        "| `workflows/bad.yaml` | 8 | 7 | `spec.steps[0].action` | unknown action 'ScaleDeploymnt'; did you mean 'ScaleDeployment'? |"
+        in errors
+    )
+    # fixed -> the error file goes away and the workflow runs
+    remote.write("workflows/bad.yaml", scale_workflow("bad", namespace, 2))
+    remote.commit_all("fix")
+    wait_for(lambda: record_commits(remote, "bad", "Succeeded"), 30, "fixed workflow ran")
+    wait_for(lambda: remote.show("runs/_errors.md") is None, 10, "errors file removed")
+
+
+def test_webhook_signature_and_immediate_sync(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    secret = uuid.uuid4().hex.encode()
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_bytes(secret)
+    # a file:// URL is treated as remote: no local watcher, only polling (1h) and the webhook
+    daemon = Daemon(
+        f"file://{remote.bare}",
+        tmp_path / "work",
+        kubeconfig,
+        "--interval",
+        "3600",
+        "--webhook-secret-file",
+        str(secret_file),
+    ).start()
+    daemons.append(daemon)
+    remote.write("workflows/scale.yaml", scale_workflow("hooked", namespace, 2))
+    remote.commit_all("scale")
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    assert daemon.webhook(body, b"wrong-secret") == 401
+    assert daemon.webhook(body, None) == 401
+    time.sleep(2)
+    assert not record_commits(remote, "hooked")  # nothing happened
+    sent = time.time()
+    assert daemon.webhook(body, secret, delivery="d-1") == 202
+    assert daemon.webhook(body, secret, delivery="d-1") == 409  # replayed delivery
+    wait_for(
+        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 10, "sync after webhook"
+    )
+    print(f"webhook-to-change latency: {time.time() - sent:.2f}s")
+    wait_for(lambda: record_commits(remote, "hooked", "Succeeded"), 30, "record")
+
+
+def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    steps = ""
+    for i in range(6):
+        deployment(api, namespace, f"d{i}", replicas=1)
+        deps = f"      dependsOn: [s{i - 1}]\n" if i else ""
+        steps += (
+            f"    - name: s{i}\n      action: ScaleDeployment\n{deps}"
+            f"      target: {{namespace: {namespace}, name: d{i}}}\n      params: {{replicas: 2}}\n      timeout: 60s\n"
+        )
+        if i == 2:
+            steps += (
+                f"    - name: counter\n      action: Custom\n      dependsOn: [s2]\n      target: {{namespace: {namespace}}}\n"
+                "      params: {image: 'busybox:1.36', command: [sh, -c, 'echo counted']}\n      timeout: 60s\n"
+            )
+    steps = steps.replace("dependsOn: [s3]", "dependsOn: [counter]")
+    generations = {
+        i: read_deployment(api, namespace, f"d{i}").metadata.generation for i in range(6)
+    }
+    workdir = tmp_path / "work"
+    first = Daemon(
+        str(remote.bare), workdir, kubeconfig, "--interval", "3600", name="first"
+    ).start()
+    daemons.append(first)
+    remote.write(
+        "workflows/chain.yaml",
+        f"apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\nmetadata: {{name: chain}}\nspec:\n  steps:\n{steps}",
+    )
+    remote.commit_all("chain")
+    run_id = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, "chain", "Running")), None),
+        30,
+        "run started",
+    )
+    wait_for(
+        lambda: (
+            (execution(api, run_id) or {}).get("status", {}).get("progress")
+            in ("2/7", "3/7", "4/7")
+        ),
+        60,
+        "mid-run",
+    )
+    first.kill()  # kill -9
+    second = Daemon(
+        str(remote.bare), workdir, kubeconfig, "--interval", "3600", name="second"
+    ).start()
+    daemons.append(second)
+    wait_for(lambda: record_commits(remote, "chain", "Succeeded"), 60, "resumed run finished")
+    assert len(record_commits(remote, "chain", "Succeeded")) == 1  # exactly one final record
+    assert "resuming" in second.logs()
+    for i in range(6):
+        d = read_deployment(api, namespace, f"d{i}")
+        assert d.spec.replicas == 2
+        assert d.metadata.generation == generations[i] + 1, f"d{i} applied more than once"
+    jobs = (
+        k8s.BatchV1Api(api)
+        .list_namespaced_job(namespace, label_selector=f"reconciler.dev/run-id={run_id}")
+        .items
+    )
+    assert len(jobs) == 1  # the counter Job ran once
+    we = execution(api, run_id)
+    assert we["status"]["phase"] == "Succeeded" and we["status"]["progress"] == "7/7"
+
+
+def test_workflow_deleted_while_running_is_cancelled_and_rolled_back(
+    api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "guarded", replicas=2, node=own_node)
+    k8s.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
+        },
+    )
+    daemons.append(
+        Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    )
+    remote.write(
+        "workflows/maint.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: maint}}
+spec:
+  steps:
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 3}}, timeout: 60s}}
+    - {{name: drain, action: DrainNode, dependsOn: [scale], target: {{name: {own_node}}}, timeout: 5m}}
+""",
+    )
+    remote.commit_all("maintenance")
+    run_id = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, "maint", "Running")), None),
+        30,
+        "started",
+    )
+    wait_for(
+        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
+        30,
+        "draining",
+    )
+    remote.remove("workflows/maint.yaml")
+    remote.commit_all("never mind")
+    wait_for(lambda: record_commits(remote, "maint", "RolledBack"), 60, "rolled back")
+    record = remote.show(f"runs/maint/{run_id}.yaml")
+    assert "reason: Cancelled" in record
+    assert read_deployment(api, namespace, "web").spec.replicas == 1
+    assert not k8s.CoreV1Api(api).read_node(own_node).spec.unschedulable
+
+
+def test_conflicting_push_during_a_run_keeps_both(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    daemons.append(
+        Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    )
+    remote.write("workflows/scale.yaml", scale_workflow("busy", namespace, 2))
+    remote.commit_all("scale")
+    for i in range(5):  # someone else keeps pushing while the daemon records
+        remote.write(f"docs/note-{i}.md", f"note {i}\n")
+        remote.commit_all(f"note {i}")
+    wait_for(lambda: record_commits(remote, "busy", "Succeeded"), 30, "record")
+    subjects = remote.log()
+    assert all(f"note {i}" in subjects for i in range(5))
+    assert len(record_commits(remote, "busy")) == 2  # Running + Succeeded, none lost
+
+
+def test_two_replicas_one_leader_and_failover(
+    api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "guarded", replicas=2, node=own_node)
+    policy = k8s.PolicyV1Api(api)
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
+        },
+    )
+    ha = ("--interval", "2", "--leader-elect", "--lease-namespace", namespace)
+    a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
+    daemons.append(a)
+    b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b").start(wait_ready=False)
+    daemons.append(b)
+    remote.write(
+        "workflows/ha.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: ha}}
+spec:
+  steps:
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
+    - {{name: drain, action: DrainNode, dependsOn: [scale], target: {{name: {own_node}}}, timeout: 5m}}
+    - {{name: uncordon, action: UncordonNode, dependsOn: [drain], target: {{name: {own_node}}}}}
+""",
+    )
+    remote.commit_all("ha")
+    run_id = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, "ha", "Running")), None),
+        30,
+        "started",
+    )
+    wait_for(
+        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
+        30,
+        "draining",
+    )
+    assert "run Running" in a.logs() and "run Running" not in b.logs()  # exactly one executes
+    assert b.get("/readyz")[0] == 503  # the standby has not synced
+    a.kill()  # the leader dies mid-run
+    policy.patch_namespaced_pod_disruption_budget(
+        "guarded", namespace, {"spec": {"minAvailable": 0}}
+    )
+    wait_for(
+        lambda: record_commits(remote, "ha", "Succeeded"), 90, "the standby took over and finished"
+    )
+    assert "resuming" in b.logs()
+    assert read_deployment(api, namespace, "web").spec.replicas == 2
