@@ -77,4 +77,7 @@ def test_a_dumped_workflow_validates_again_with_the_same_hash() -> None:
     dumped = loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     again = Workflow.model_validate(dumped)
     assert again == loaded.workflow
-    assert loaded.workflow.model_dump(mode="json", by_alias=True)["spec"]["steps"][0]["timeout"] == "5m"
+    assert (
+        loaded.workflow.model_dump(mode="json", by_alias=True)["spec"]["steps"][0]["timeout"]
+        == "5m"
+    )
