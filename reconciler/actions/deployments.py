@@ -44,6 +44,12 @@ def rollout_progress(obj: dict[str, Any], what: str) -> str | None:
         return f"{what} rollout: {replicas - updated} old replicas pending termination"
     if available < updated:
         return f"{what} rollout: {available} of {updated} updated replicas available"
+    # Beyond kubectl's rollout check: a scale-down is done when the extra pods are gone, not
+    # when the controller has merely observed the new replica count.
+    if replicas > want:
+        return f"{what} scale: {replicas - want} extra replicas still terminating"
+    if available < want:
+        return f"{what} scale: {available} of {want} replicas available"
     return None
 
 

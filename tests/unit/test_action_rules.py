@@ -39,6 +39,7 @@ def deploy(generation=2, observed=2, want=3, updated=3, replicas=3, available=3,
         (deploy(replicas=5), "2 old replicas pending termination"),
         (deploy(available=2), "2 of 3 updated replicas available"),
         (deploy(want=0, updated=0, replicas=0, available=0), None),
+        (deploy(want=2, updated=4, replicas=4, available=4), "2 extra replicas still terminating"),
     ],
 )
 def test_rollout_progress_matches_kubectl(obj: dict, waiting: str | None) -> None:
