@@ -1,0 +1,64 @@
+"""The record files people review in pull requests."""
+
+from __future__ import annotations
+
+import random
+
+from fakes import FakeActions, Script, run_virtual, workflow
+from ruamel.yaml import YAML
+
+from reconciler.engine.clock import Clock
+from reconciler.engine.errors import PermanentError
+from reconciler.engine.record import RunRecord
+from reconciler.engine.runner import Engine
+from reconciler.state.records import render_markdown, render_yaml
+
+STEPS = [
+    {"name": "scale"},
+    {
+        "name": "kill",
+        "action": "DeletePod",
+        "target": {"namespace": "shop", "name": "p"},
+        "dependsOn": ["scale"],
+    },
+    {"name": "image", "dependsOn": ["scale"]},
+    {"name": "verify", "dependsOn": ["kill", "image"]},
+]
+
+
+def failed_run() -> RunRecord:
+    async def main() -> RunRecord:
+        actions = FakeActions(
+            {"verify": Script(errors=[PermanentError("health check failed | 503")])}
+        )
+        return await Engine(
+            actions, clock=Clock(wall_start=1_800_000_000), rng=random.Random(1)
+        ).run(workflow(STEPS, maxConcurrent=2, name="checkout"), revision="main@sha1:abc")
+
+    return run_virtual(main)
+
+
+def test_yaml_record_is_camel_case_with_rfc3339_times() -> None:
+    doc = YAML(typ="safe").load(render_yaml(failed_run(), "workflows/checkout.yaml"))
+    assert doc["apiVersion"] == "reconciler.dev/v1alpha1" and doc["kind"] == "RunRecord"
+    assert doc["phase"] == "RolledBack" and doc["reason"] == "StepFailed"
+    assert doc["revision"] == "main@sha1:abc" and doc["source"] == "workflows/checkout.yaml"
+    assert doc["started"] == "2027-01-15T08:00:00.000Z"
+    assert doc["executionOrder"][0] == "scale"
+    verify = next(s for s in doc["steps"] if s["name"] == "verify")
+    assert verify["attempts"][0]["errorKind"] == "permanent"
+    assert verify["dependsOn"] == ["kill", "image"]
+    results = [(e["step"], e["result"]) for e in doc["rollback"]["entries"]]
+    assert ("kill", "Irreversible") in results and results[-1] == ("scale", "Undone")
+
+
+def test_markdown_report_has_summary_graph_timeline_and_rollback() -> None:
+    md = render_markdown(failed_run(), "workflows/checkout.yaml")
+    assert md.startswith("# ↩️ checkout — RolledBack")
+    assert "| steps | 3/4 succeeded |" in md
+    assert md.count("```mermaid") == 2
+    assert "flowchart LR" in md and "  s0 --> s1" in md and "class s3 failed" in md
+    assert "gantt" in md and "dateFormat X" in md and "section rollback" in md
+    assert "| 1 | verify |" not in md  # the failed step changed nothing: not undone
+    assert "health check failed \\| 503" in md  # table cells escape pipes
+    assert "DeletePod cannot be undone; skipped" in md
