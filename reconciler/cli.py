@@ -113,6 +113,44 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler.manual import status
+    from reconciler.source.git import GitError
+
+    try:
+        print(status(args.repo, args.branch, args.records_path))
+    except GitError as err:
+        print(f"cannot read {args.repo}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+
+    from reconciler.actions.kube import Kube, load_api_client
+    from reconciler.engine.errors import ActionError
+    from reconciler.manual import rollback_run
+    from reconciler.source.git import GitRepo
+
+    kube = Kube(
+        load_api_client(args.kubeconfig, args.context), capture_namespace=args.capture_namespace
+    )
+    with tempfile.TemporaryDirectory(prefix="reconciler-rollback-") as tmp:
+        git = GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch) if args.repo else None
+        try:
+            record = asyncio.run(rollback_run(kube, args.run_id, git, args.records_path))
+        except ActionError as err:
+            print(f"rollback of {args.run_id}: {err}", file=sys.stderr)
+            return 1
+    for entry in record.rollback.entries if record.rollback else []:
+        detail = " ".join(x for x in (entry.note, entry.error) if x)
+        print(f"{entry.step:<30} {entry.result.value:<13} {detail}")
+    print(f"{record.run_id}: {record.phase.value}", file=sys.stderr)
+    return 0 if record.phase == "RolledBack" else 1
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(workflow_schema_json())
     return 0
@@ -227,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default=env("RECONCILER_LOG_LEVEL", "INFO"))
     p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("status", help="latest run of each workflow, from the records in git")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--branch", default="main")
+    p.add_argument("--records-path", default="runs/")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "rollback", help="undo a finished run from its checkpoint; record the result"
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--repo", help="commit the updated record here too")
+    p.add_argument("--branch", default="main")
+    p.add_argument("--records-path", default="runs/")
+    p.add_argument("--kubeconfig")
+    p.add_argument("--context")
+    p.add_argument("--capture-namespace", default="reconciler-system")
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("schema", help="print the Workflow JSON Schema")
     p.set_defaults(func=cmd_schema)

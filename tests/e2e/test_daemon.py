@@ -323,3 +323,66 @@ spec:
     )
     assert "resuming" in b.logs()
     assert read_deployment(api, namespace, "web").spec.replicas == 2
+
+
+def test_status_and_manual_rollback_of_a_finished_run(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    deployment(api, namespace, "web", replicas=1, image="registry.example/web:1")
+    core = k8s.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"A": "1"}})
+    daemons.append(
+        Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    )
+    remote.write(
+        "workflows/change.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: change}}
+spec:
+  steps:
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
+    - {{name: image, action: UpdateImage, dependsOn: [scale], target: {{namespace: {namespace}, name: web}}, params: {{container: app, image: "registry.example/web:2"}}, timeout: 60s}}
+    - {{name: config, action: UpdateConfigMap, dependsOn: [image], target: {{namespace: {namespace}, name: cfg}}, params: {{data: {{A: "2", B: "3"}}}}}}
+""",
+    )
+    remote.commit_all("change")
+    run_id = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, "change", "Succeeded")), None),
+        30,
+        "ran",
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    status = cli("status", "--repo", str(remote.bare))
+    assert status.returncode == 0
+    assert status.stdout.splitlines()[1].split()[:4] == ["change", run_id, "Succeeded", "3/3"]
+    undo = cli("rollback", run_id, "--repo", str(remote.bare), "--kubeconfig", kubeconfig)
+    assert undo.returncode == 0, undo.stderr
+    assert [line.split()[:2] for line in undo.stdout.splitlines()] == [
+        ["config", "Undone"],
+        ["image", "Undone"],
+        ["scale", "Undone"],
+    ]
+    d = read_deployment(api, namespace, "web")
+    assert (
+        d.spec.replicas == 1
+        and d.spec.template.spec.containers[0].image == "registry.example/web:1"
+    )
+    assert core.read_namespaced_config_map("cfg", namespace).data == {"A": "1"}
+    assert f"reconciler: change {run_id} RolledBack (manual rollback)" in remote.log()
+    assert "reason: ManualRollback" in remote.show(f"runs/change/{run_id}.yaml")
+    again = cli("rollback", run_id, "--kubeconfig", kubeconfig)
+    assert again.returncode == 1 and "already rolled back" in again.stderr
+    assert "RolledBack" in cli("status", "--repo", str(remote.bare)).stdout
