@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/diff_bench.py
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json

@@ -135,8 +135,10 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=8)
     args = parser.parse_args()
 
-    print(f"engine benchmark  seed={args.seed}  maxConcurrent={args.max_concurrent}  "
-          f"dags/size={args.dags}  python={sys.version.split()[0]}")
+    print(
+        f"engine benchmark  seed={args.seed}  maxConcurrent={args.max_concurrent}  "
+        f"dags/size={args.dags}  python={sys.version.split()[0]}"
+    )
     header = (
         f"{'steps':>6} | {'plan ms':>8} | {'overhead ms/step':>16} | "
         f"{'makespan/LB ours':>16} | {'makespan/LB decl.':>17} | {'LB (virtual)':>12}"
