@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-unit test-e2e lint demo cluster bench schema clean
+.PHONY: test test-unit test-e2e lint demo cluster bench soak schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ cluster:
 
 demo: $(STAMP)
 	$(BIN)/python -m reconciler.demo
+
+soak: $(STAMP)
+	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
+	RECONCILER_SOAK_CYCLES=2000 $(BIN)/pytest -s tests/e2e/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
