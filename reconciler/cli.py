@@ -100,6 +100,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         lease_namespace=args.lease_namespace,
         capture_namespace=args.capture_namespace,
         once=args.once,
+        plan_branches=args.plan_branches,
     )
     if args.verify_signatures == "ssh" and args.allowed_signers is None:
         print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
@@ -257,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture-namespace", default=env("RECONCILER_NAMESPACE", "reconciler-system"))
     p.add_argument(
         "--once", action="store_true", help="one sync, wait for its runs, exit with their status"
+    )
+    p.add_argument(
+        "--plan-branches",
+        metavar="GLOB",
+        default=env("RECONCILER_PLAN_BRANCHES"),
+        help="branches to plan (validate + server dry-run, committed to the branch), never run",
     )
     p.add_argument("--kubeconfig")
     p.add_argument("--context")

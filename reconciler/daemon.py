@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.actions.kube import Kube
+from reconciler.dryrun import dry_run_workflow
 from reconciler.engine.record import RunPhase, RunRecord, Transition
 from reconciler.engine.runner import Engine
 from reconciler.execution import AlreadyRun, run_in_cluster
@@ -32,6 +34,7 @@ from reconciler.manifest.errors import ManifestIssue, format_path
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.schema import Workflow
 from reconciler.metrics import Metrics
+from reconciler.plan import plan_workflow, render_text
 from reconciler.runonce import API_THREADS, ensure_namespace
 from reconciler.source.git import Credentials, GitError, GitRepo
 from reconciler.source.recordwriter import RecordWriter
@@ -67,6 +70,7 @@ class DaemonConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     capture_namespace: str = "reconciler-system"
     once: bool = False
+    plan_branches: str | None = None  # glob: such branches are planned, never executed
 
 
 @dataclass
@@ -88,6 +92,15 @@ def commit_message(record: RunRecord) -> str:
         duration = f", {format_duration(record.finished - record.started)}"
     phase = record.phase.value
     return f"reconciler: {record.workflow} {record.run_id} {phase} ({done}/{total} steps{duration})"
+
+
+def plan_markdown(loaded: LoadedWorkflow, branch: str, head: str, dry_run: str) -> bytes:
+    text = render_text(plan_workflow(loaded))
+    return (
+        f"# Plan: {loaded.name} on `{branch}`\n\n"
+        f"What merging `{branch}` (at `{head[:12]}`) would run. Nothing here was executed.\n\n"
+        f"## Order\n\n```\n{text}\n```\n\n## Server-side dry run\n\n```\n{dry_run}\n```\n"
+    ).encode()
 
 
 def errors_markdown(issues: list[ManifestIssue]) -> bytes:
@@ -136,6 +149,7 @@ class Daemon:
         self.git_ok = False
         self.api_ok = False
         self.elector: LeaderElector | None = None
+        self.planned: dict[str, str] = {}  # plan branch -> head we last planned
         self.http: HttpServer | None = None
 
     # ------------------------------------------------------------------ readiness
@@ -270,6 +284,8 @@ class Daemon:
                 await self.git.fetch()
                 await self._refresh(head)
                 self.synced_head = head
+            if self.config.plan_branches:
+                await self._plan_branches()
             self.git_ok = True
             self.metrics.last_sync.set(time.time())
         except GitError as err:
@@ -316,6 +332,41 @@ class Daemon:
                 log.info("workflow %s was deleted while running: cancelling", name)
                 handle.cancel.set()
         self.metrics.queue_depth.set(len(self.queued))
+
+    async def _plan_branches(self) -> None:
+        """The pull-request view: for a matching branch, validate, plan and server-side dry-run
+        every workflow, and commit the plans to that branch; nothing is executed."""
+        heads = await self.git.remote_heads()
+        for branch, sha in sorted(heads.items()):
+            if branch == self.config.branch or not fnmatch.fnmatch(
+                branch, self.config.plan_branches or ""
+            ):
+                continue
+            if self.planned.get(branch) == sha:
+                continue
+            head = await self.git.fetch(branch)
+            if head is None:
+                continue
+            desired = await self.cache.desired(self.git, head, self.config.path)
+            dry = Kube(self.kube.api, dry_run=True, capture_namespace=self.kube.capture_namespace)
+            base = f"{self.config.records_path.rstrip('/')}/plans/{branch}"
+            files: dict[str, bytes | None] = {}
+            for loaded in desired.workflows:
+                try:
+                    dry_run = "\n".join(await dry_run_workflow(dry, loaded))
+                except Exception as err:  # the plan must still be written
+                    dry_run = f"server-side dry run failed: {err}"
+                files[f"{base}/{loaded.name}.md"] = plan_markdown(loaded, branch, head, dry_run)
+            if desired.issues:
+                files[f"{base}/_errors.md"] = errors_markdown(desired.issues)
+            if files:
+                pushed = await self.git.push_files(
+                    files, f"reconciler: plan for {branch}", branch=branch
+                )
+                log.info("planned branch %s (%d workflow(s))", branch, len(desired.workflows))
+                self.planned[branch] = pushed
+            else:
+                self.planned[branch] = sha
 
     async def _record_errors(self, issues: list[ManifestIssue]) -> None:
         self.metrics.invalid_manifests.set(len(issues))

@@ -168,15 +168,26 @@ class GitRepo:
         except GitError:
             return None
 
-    async def fetch(self) -> str | None:
+    async def fetch(self, branch: str | None = None) -> str | None:
+        ref = f"refs/remotes/origin/{branch or self.branch}"
         await self.git(
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "origin",
-            f"+refs/heads/{self.branch}:{self.remote_ref}",
+            "fetch", "--quiet", "--no-tags", "origin", f"+refs/heads/{branch or self.branch}:{ref}"
         )
-        return await self.local_head()
+        try:
+            return (
+                await self.git("rev-parse", "--verify", "--quiet", ref)
+            ).decode().strip() or None
+        except GitError:
+            return None
+
+    async def remote_heads(self) -> dict[str, str]:
+        """Every branch on the remote and its commit (one `ls-remote`)."""
+        out = await self.git("ls-remote", "--heads", "origin", timeout=30)
+        heads = {}
+        for line in out.decode().splitlines():
+            sha, _, ref = line.partition("\t")
+            heads[ref.removeprefix("refs/heads/")] = sha
+        return heads
 
     async def ls_tree(self, commit: str, path: str) -> list[TreeEntry]:
         folder = path.rstrip("/") + "/"
@@ -241,24 +252,29 @@ class GitRepo:
         return (await self.git(*args, stdin=message.encode(), env=ident)).decode().strip()
 
     async def push_files(
-        self, files: Mapping[str, bytes | None], message: str, attempts: int = 8
+        self,
+        files: Mapping[str, bytes | None],
+        message: str,
+        attempts: int = 8,
+        branch: str | None = None,
     ) -> str:
         """Commit on the remote head and push; on rejection fetch, rebuild on the new head
         and push again, with backoff. Returns the pushed commit. Never forces."""
         delay = 0.5
         last: GitError | None = None
         for _ in range(attempts):
-            head = await self.fetch()
+            head = await self.fetch(branch)
             if head is None:
                 raise GitError(
-                    f"branch {self.branch} does not exist on the remote", transient=False
+                    f"branch {branch or self.branch} does not exist on the remote", transient=False
                 )
             commit = await self.commit_files(head, files, message)
             if commit == head:
                 return head
             try:
-                await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{self.branch}")
-                await self.git("update-ref", self.remote_ref, commit)
+                target = branch or self.branch
+                await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{target}")
+                await self.git("update-ref", f"refs/remotes/origin/{target}", commit)
                 return commit
             except GitError as err:  # rejected (someone pushed first) or remote down
                 last = err

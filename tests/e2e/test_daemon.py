@@ -386,3 +386,45 @@ spec:
     again = cli("rollback", run_id, "--kubeconfig", kubeconfig)
     assert again.returncode == 1 and "already rolled back" in again.stderr
     assert "RolledBack" in cli("status", "--repo", str(remote.bare)).stdout
+
+
+def test_plan_branches_show_what_merging_would_do_without_running_it(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    from daemonhelp import sh
+
+    deployment(api, namespace, "web", replicas=1)
+    daemons.append(
+        Daemon(
+            str(remote.bare),
+            tmp_path / "work",
+            kubeconfig,
+            "--interval",
+            "1",
+            "--plan-branches",
+            "plan/*",
+        ).start()
+    )
+    sh("git", "checkout", "--quiet", "-b", "plan/scale-up", cwd=remote.clone)
+    remote.write("workflows/scale.yaml", scale_workflow("pr-scale", namespace, 5))
+    sh("git", "add", "-A", cwd=remote.clone)
+    sh("git", "commit", "--quiet", "-m", "proposal", cwd=remote.clone)
+    sh("git", "push", "--quiet", "origin", "plan/scale-up", cwd=remote.clone)
+    plan = wait_for(
+        lambda: (
+            sh("git", "show", "plan/scale-up:runs/plans/plan/scale-up/pr-scale.md", cwd=remote.bare)
+            if "runs/plans"
+            in sh("git", "ls-tree", "-r", "--name-only", "plan/scale-up", cwd=remote.bare)
+            else None
+        ),
+        30,
+        "plan committed to the branch",
+    )
+    assert "Nothing here was executed" in plan
+    assert "start order:    scale" in plan
+    assert (
+        '-    "replicas": 1,' in plan and '+    "replicas": 5,' in plan
+    )  # the server's dry-run diff
+    assert read_deployment(api, namespace, "web").spec.replicas == 1  # nothing ran
+    assert not record_commits(remote, "pr-scale")  # main untouched
+    assert execution(api, "pr-scale") is None
