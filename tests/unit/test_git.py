@@ -157,3 +157,23 @@ def test_push_files_can_delete_a_path(remote: tuple[Path, Path], tmp_path: Path)
         "errors",
     ]
     assert "runs/_errors.md" not in sh("git", "ls-tree", "-r", "--name-only", "main", cwd=bare)
+
+
+def test_ssh_signatures_are_made_and_verified(remote: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, clone = remote
+    key = tmp_path / "id_ed25519"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bot", "-f", str(key), cwd=tmp_path)
+    public = (tmp_path / "id_ed25519.pub").read_text().split()
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"* {public[0]} {public[1]}\n")
+    git = GitRepo(url=str(bare), workdir=tmp_path / "work", signing_key=key)
+
+    async def main() -> tuple[bool, bool]:
+        await git.ensure()
+        unsigned_head = await git.fetch()
+        signed = await git.push_files({"runs/x.yaml": b"x\n"}, "signed record")
+        return await git.verify_commit(unsigned_head, allowed), await git.verify_commit(signed, allowed)
+
+    unsigned_ok, signed_ok = run(main())
+    assert not unsigned_ok  # the people's commit is not signed by the allowed key
+    assert signed_ok  # the daemon's record commit is
