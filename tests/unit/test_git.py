@@ -160,7 +160,7 @@ def test_push_files_can_delete_a_path(remote: tuple[Path, Path], tmp_path: Path)
 
 
 def test_ssh_signatures_are_made_and_verified(remote: tuple[Path, Path], tmp_path: Path) -> None:
-    bare, clone = remote
+    bare, _ = remote
     key = tmp_path / "id_ed25519"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bot", "-f", str(key), cwd=tmp_path)
     public = (tmp_path / "id_ed25519.pub").read_text().split()
@@ -172,7 +172,9 @@ def test_ssh_signatures_are_made_and_verified(remote: tuple[Path, Path], tmp_pat
         await git.ensure()
         unsigned_head = await git.fetch()
         signed = await git.push_files({"runs/x.yaml": b"x\n"}, "signed record")
-        return await git.verify_commit(unsigned_head, allowed), await git.verify_commit(signed, allowed)
+        return await git.verify_commit(unsigned_head, allowed), await git.verify_commit(
+            signed, allowed
+        )
 
     unsigned_ok, signed_ok = run(main())
     assert not unsigned_ok  # the people's commit is not signed by the allowed key

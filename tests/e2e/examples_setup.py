@@ -1,0 +1,110 @@
+"""The objects the example workflows target, created in a cluster (by the e2e test that
+runs every example, and by `make demo`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+NAMESPACES = ("shop", "payments", "ops")
+DEPLOYMENTS = {
+    "shop": ("checkout", "catalog", "cart", "search", "reviews", "profile"),
+    "payments": ("payments", "payments-canary"),
+}
+CONFIGMAPS = {
+    ("shop", "checkout-config"): {"CACHE_TTL": "60"},
+    ("shop", "catalog-config"): {"CACHE_BACKEND": "redis-v1"},
+    ("payments", "payments-canary-config"): {
+        "UPSTREAM_URL": "https://psp-v1.internal",
+        "TIMEOUT_MS": "1000",
+    },
+    ("payments", "payments-config"): {
+        "UPSTREAM_URL": "https://psp-v1.internal",
+        "TIMEOUT_MS": "1000",
+    },
+}
+MAINTENANCE_NODE = "worker-1"
+
+
+def _ignore_exists(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+
+
+def deployment_body(name: str, replicas: int = 2, node: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": "app", "image": f"registry.example/{name}:1.0"}]
+    }
+    if node:
+        # preferred, not required: the pods start on `node`, and once it is cordoned and
+        # drained their replacements can land elsewhere, as in a real cluster
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "preference": {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [node],
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }
+
+
+def create_example_targets(api: k8s.ApiClient) -> None:
+    core, apps, policy = k8s.CoreV1Api(api), k8s.AppsV1Api(api), k8s.PolicyV1Api(api)
+    for ns in NAMESPACES:
+        _ignore_exists(core.create_namespace, {"metadata": {"name": ns}})
+    for ns, names in DEPLOYMENTS.items():
+        for name in names:
+            _ignore_exists(apps.create_namespaced_deployment, ns, deployment_body(name))
+    for (ns, name), data in CONFIGMAPS.items():
+        _ignore_exists(
+            core.create_namespaced_config_map, ns, {"metadata": {"name": name}, "data": data}
+        )
+    # the node to maintain: a kwok node with pods that a PodDisruptionBudget protects
+    _ignore_exists(
+        core.create_node,
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": MAINTENANCE_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"kubernetes.io/hostname": MAINTENANCE_NODE, "type": "kwok"},
+            },
+        },
+    )
+    _ignore_exists(
+        apps.create_namespaced_deployment, "shop", deployment_body("inventory", 2, MAINTENANCE_NODE)
+    )
+    _ignore_exists(
+        policy.create_namespaced_pod_disruption_budget,
+        "shop",
+        {
+            "metadata": {"name": "inventory"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "inventory"}}},
+        },
+    )
