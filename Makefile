@@ -29,7 +29,8 @@ cluster:
 	bash tests/e2e/cluster/build.sh
 
 demo: $(STAMP)
-	$(BIN)/python -m reconciler.demo
+	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster; fi
+	$(BIN)/python demo/run.py
 
 soak: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi

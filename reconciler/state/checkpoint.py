@@ -105,7 +105,9 @@ def status_of(record: RunRecord) -> dict[str, Any]:
             "irreversible": counts[UndoResult.IRREVERSIBLE],
             "notReached": counts[UndoResult.NOT_REACHED],
         }
-    return {k: v for k, v in status.items() if v is not None}
+    # None stays: the status is written as a JSON merge patch, where null clears a field
+    # (a finished run has no current step any more).
+    return status
 
 
 class Checkpointer:

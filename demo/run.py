@@ -1,0 +1,213 @@
+"""`make demo`: the product end to end on this machine.
+
+Starts (or reuses) a local control plane, creates what the examples target, turns
+examples-repo/ into a real git remote (a bare repository) with a working clone, starts the
+daemon against it, pushes the examples, waits for their runs, and prints where to look.
+With KUBECONFIG set, that cluster is used instead. DEMO_KEEP=1 leaves everything running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from examples_setup import create_example_targets  # noqa: E402
+from kubehelp import api_client, install_crd  # noqa: E402
+from kwokcluster import KwokCluster, bin_dir, missing_binaries  # noqa: E402
+
+from reconciler.manifest.loader import load_paths  # noqa: E402
+
+KEEP = os.environ.get("DEMO_KEEP") == "1"
+STATE = Path(os.environ.get("RECONCILER_CACHE", Path.home() / ".cache" / "reconciler")) / "demo"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_cluster() -> tuple[str, KwokCluster | None, Path | None]:
+    if os.environ.get("KUBECONFIG"):
+        say(f"using the cluster in KUBECONFIG={os.environ['KUBECONFIG']}")
+        return os.environ["KUBECONFIG"], None, None
+    binaries = bin_dir()
+    missing = missing_binaries(binaries)
+    if missing:
+        sys.exit(f"control-plane binaries missing ({', '.join(missing)}): run `make cluster` first")
+    cluster = KwokCluster(binaries, name="reconciler-demo", workdir=STATE / "cluster")
+    if cluster.exists():
+        say(f"reusing the running demo cluster ({cluster.kubeconfig})")
+    else:
+        say(
+            "starting a local control plane (etcd, apiserver, controller-manager, scheduler, kwok)"
+        )
+        start = time.monotonic()
+        cluster.create()
+        print(f"   ready in {time.monotonic() - start:.1f}s")
+    return str(cluster.kubeconfig), cluster, binaries / "kubectl"
+
+
+def make_remote(work: Path) -> tuple[Path, Path]:
+    bare, clone = work / "ops.git", work / "ops"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
+    git("clone", "--quiet", str(bare), str(clone), cwd=work)
+    git("config", "user.name", "Demo SRE", cwd=clone)
+    git("config", "user.email", "sre@example.com", cwd=clone)
+    shutil.copytree(ROOT / "examples-repo", clone, dirs_exist_ok=True)
+    return bare, clone
+
+
+def sample(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds) of a process, from /proc."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+def main() -> int:
+    kubeconfig, cluster, kubectl = start_cluster()
+    api = api_client(kubeconfig)
+    install_crd(api)
+    say(
+        "creating what the examples target (namespaces, Deployments, ConfigMaps, node worker-1)"
+    )
+    create_example_targets(api)
+
+    work = STATE / time.strftime("run-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+    bare, clone = make_remote(work)
+    port = free_port()
+    say(f"starting the daemon: reconciler daemon --repo {bare} --listen 127.0.0.1:{port}")
+    log_path = work / "daemon.log"
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "daemon",
+            "--repo",
+            str(bare),
+            "--workdir",
+            str(work / "daemon"),
+            "--kubeconfig",
+            kubeconfig,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "text",
+            "--max-concurrent-workflows",
+            "5",
+        ],
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(1.5)
+        say("pushing the example workflows (git push)")
+        git("add", "-A", cwd=clone)
+        git("commit", "--quiet", "-m", "Add remediation workflows", cwd=clone)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+        workflows = load_paths([clone / "workflows"]).workflows
+        pending = {w.name: w.run_id for w in workflows}
+        phases: dict[str, str] = {}
+        peak_rss, deadline = 0.0, time.monotonic() + 300
+        say(f"waiting for {len(pending)} runs (one is designed to fail and roll back)")
+        while pending and time.monotonic() < deadline:
+            rss, _ = sample(daemon.pid)
+            peak_rss = max(peak_rss, rss)
+            for name, run_id in list(pending.items()):
+                try:
+                    record = git("show", f"main:runs/{name}/{run_id}.yaml", cwd=bare)
+                except subprocess.CalledProcessError:
+                    continue
+                phase = next(
+                    line.split(": ", 1)[1]
+                    for line in record.splitlines()
+                    if line.startswith("phase: ")
+                )
+                if phase not in ("Running", "RollingBack", "Pending"):
+                    phases[name] = phase
+                    print(f"   {name:<32} {phase}")
+                    del pending[name]
+            time.sleep(0.5)
+        rss, cpu = sample(daemon.pid)
+        if pending:
+            print(f"   still running after 5 minutes: {', '.join(pending)} (see {log_path})")
+
+        say("record commits on the remote (git log)")
+        print(git("log", "--format=   %h %s  (%an)", "main", cwd=bare))
+        say("reports to read (Markdown with Mermaid DAG, timeline and rollback table)")
+        for w in workflows:
+            print(f"   {bare}:runs/{w.name}/{w.run_id}.md")
+        print(
+            f"   e.g. git -C {bare} show main:runs/demo-failed-canary/"
+            f"{next(w.run_id for w in workflows if w.name == 'demo-failed-canary')}.md"
+        )
+        say("kubectl get workflowexecutions")
+        kubectl_bin = str(kubectl) if kubectl else "kubectl"
+        print(
+            subprocess.run(
+                [kubectl_bin, "--kubeconfig", kubeconfig, "get", "workflowexecutions"],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        say(f"metrics (http://127.0.0.1:{port}/metrics)")
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
+        print(
+            "\n".join(
+                f"   {line}"
+                for line in metrics.splitlines()
+                if line.startswith("reconciler_runs_total")
+            )
+        )
+        say("daemon resources during the demo")
+        print(
+            f"   peak RSS {peak_rss:.1f} MiB, now {rss:.1f} MiB, CPU {cpu:.2f}s (log: {log_path})"
+        )
+        succeeded = sum(1 for p in phases.values() if p == "Succeeded")
+        rolled_back = sum(1 for p in phases.values() if p == "RolledBack")
+        say(f"done: {succeeded} succeeded, {rolled_back} rolled back, {len(pending)} unfinished")
+        ok = not pending and rolled_back == 1 and succeeded == len(phases) - 1
+        if KEEP:
+            print(
+                f"   DEMO_KEEP=1: daemon pid {daemon.pid} and the cluster stay up.\n"
+                f"   KUBECONFIG={kubeconfig}; clone to push more: {clone}"
+            )
+        return 0 if ok else 1
+    finally:
+        if not KEEP:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+            if cluster is not None:
+                cluster.delete()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
