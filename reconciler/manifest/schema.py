@@ -199,12 +199,16 @@ TargetKind = Literal["namespaced-object", "node", "namespace", "any"]
 
 
 class StepBase(Model):
-    name: Name
-    depends_on: list[Name] = Field(default_factory=list)
-    target: Target = Field(default_factory=Target)
+    name: Name = Field(description="DNS-1123 label, unique in the workflow")
+    depends_on: list[Name] = Field(default_factory=list, description="steps that must finish first")
+    target: Target = Field(
+        default_factory=Target, description="`namespace` and/or `name`, per action"
+    )
     timeout: Duration = Field(300.0, description="one attempt, including waiting for rollout")
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    continue_on_failure: bool = False
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for transient errors only")
+    continue_on_failure: bool = Field(
+        False, description="failure neither fails nor rolls back the run"
+    )
 
     target_kind: ClassVar[TargetKind] = "namespaced-object"
     reversible: ClassVar[bool] = True
@@ -319,8 +323,8 @@ class Metadata(Model):
 class WorkflowSpec(Model):
     max_concurrent: int = Field(1, ge=1, le=1000, description="steps running at once")
     timeout: Duration = Field(3600.0, description="whole workflow; exceeded -> cancel + rollback")
-    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
-    steps: list[Step] = Field(min_length=1)
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy, description="see below")
+    steps: list[Step] = Field(min_length=1, description="the DAG; order only matters for ties")
 
 
 class Workflow(Model):
