@@ -15,7 +15,29 @@ from pathlib import Path
 from reconciler import __version__
 from reconciler.manifest.jsonschema import workflow_schema_json
 from reconciler.manifest.loader import LoadResult, load_paths
+from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
 from reconciler.plan import plan_workflow, render_text
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    protected = [n for n in (args.protected_namespaces or "").split(",") if n]
+    return Policy.load(protected, args.policy)
+
+
+def _add_policy_flags(p: argparse.ArgumentParser, own_namespace: str | None = None) -> None:
+    default = ",".join([*DEFAULT_PROTECTED, *([own_namespace] if own_namespace else [])])
+    p.add_argument(
+        "--protected-namespaces",
+        default=os.environ.get("RECONCILER_PROTECTED_NAMESPACES", default),
+        metavar="NS,NS",
+        help=f"no step may act on these (default: {default})",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=os.environ.get("RECONCILER_POLICY"),
+        help="YAML file of allowed actions per namespace (see docs/security.md)",
+    )
 
 
 def _print_issues(result: LoadResult) -> None:
@@ -24,7 +46,7 @@ def _print_issues(result: LoadResult) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    result = load_paths(args.paths)
+    result = load_paths(args.paths, _policy(args))
     _print_issues(result)
     if result.ok:
         print(f"{len(result.workflows)} workflow(s) valid", file=sys.stderr)
@@ -33,7 +55,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    result = load_paths(args.paths)
+    result = load_paths(args.paths, _policy(args))
     _print_issues(result)
     plans = [plan_workflow(w) for w in result.workflows]
     if args.server_dry_run:
@@ -57,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from reconciler.runonce import run_once  # imports the Kubernetes client only when needed
 
-    result = load_paths(args.paths)
+    result = load_paths(args.paths, _policy(args))
     _print_issues(result)
     if not result.ok:
         print("not running anything: fix the errors above first", file=sys.stderr)
@@ -101,6 +123,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         capture_namespace=args.capture_namespace,
         once=args.once,
         plan_branches=args.plan_branches,
+        policy=_policy(args),
     )
     if args.verify_signatures == "ssh" and args.allowed_signers is None:
         print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
@@ -167,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check workflow files; errors as path:line:col")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _add_policy_flags(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
@@ -179,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kubeconfig", help="for --server-dry-run")
     p.add_argument("--context", help="for --server-dry-run")
+    _add_policy_flags(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")
@@ -204,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="reconciler-system",
         help="where captured Secret values are kept (default: reconciler-system)",
     )
+    _add_policy_flags(p, "reconciler-system")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("daemon", help="watch a git repository and run what is new or changed")
@@ -271,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("json", "text"), default=env("RECONCILER_LOG_FORMAT", "json")
     )
     p.add_argument("--log-level", default=env("RECONCILER_LOG_LEVEL", "INFO"))
+    _add_policy_flags(p, os.environ.get("RECONCILER_NAMESPACE", "reconciler-system"))
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("status", help="latest run of each workflow, from the records in git")

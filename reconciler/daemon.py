@@ -32,6 +32,7 @@ from reconciler.logs import log_transition
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.errors import ManifestIssue, format_path
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import Workflow
 from reconciler.metrics import Metrics
 from reconciler.plan import plan_workflow, render_text
@@ -71,6 +72,7 @@ class DaemonConfig:
     capture_namespace: str = "reconciler-system"
     once: bool = False
     plan_branches: str | None = None  # glob: such branches are planned, never executed
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Daemon:
         )
         self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
         self.engine = Engine(global_limit=config.max_concurrent_steps)
-        self.cache = ManifestCache()
+        self.cache = ManifestCache(policy=config.policy)
         self.running: dict[str, RunHandle] = {}
         self.queued: dict[str, tuple[LoadedWorkflow, str]] = {}
         self.finished: list[RunRecord] = []

@@ -20,6 +20,7 @@ from reconciler.manifest import yamlsource
 from reconciler.manifest.checks import check_workflow, suggest
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
+from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import ACTIONS, Workflow
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -52,8 +53,9 @@ class LoadResult:
         return not self.issues
 
 
-def load_text(raw: bytes | str, file: str) -> LoadResult:
-    """Load every Workflow document of one file's content."""
+def load_text(raw: bytes | str, file: str, policy: Policy | None = None) -> LoadResult:
+    """Load every Workflow document of one file's content; `policy` adds where-may-it-act
+    rules (protected namespaces, allowed actions) to validation."""
     result = LoadResult()
     try:
         text = raw if isinstance(raw, str) else yamlsource.read_text(raw)
@@ -62,14 +64,14 @@ def load_text(raw: bytes | str, file: str) -> LoadResult:
         result.issues.append(ManifestIssue(file, problem.line, problem.column, problem.message))
         return result
     for doc in documents:
-        loaded, issues = _load_document(doc, file)
+        loaded, issues = _load_document(doc, file, policy)
         result.issues.extend(issues)
         if loaded is not None:
             result.workflows.append(loaded)
     return result
 
 
-def load_file(path: Path, display: str | None = None) -> LoadResult:
+def load_file(path: Path, display: str | None = None, policy: Policy | None = None) -> LoadResult:
     name = display or str(path)
     try:
         size = path.stat().st_size
@@ -84,7 +86,7 @@ def load_file(path: Path, display: str | None = None) -> LoadResult:
         raw = path.read_bytes()
     except OSError as err:
         return LoadResult(issues=[ManifestIssue(name, 0, 0, f"cannot read: {err.strerror}")])
-    return load_text(raw, name)
+    return load_text(raw, name, policy)
 
 
 def find_manifest_files(root: Path) -> tuple[list[Path], list[ManifestIssue]]:
@@ -109,7 +111,7 @@ def find_manifest_files(root: Path) -> tuple[list[Path], list[ManifestIssue]]:
     return files, issues
 
 
-def load_paths(paths: Iterable[Path]) -> LoadResult:
+def load_paths(paths: Iterable[Path], policy: Policy | None = None) -> LoadResult:
     """Load files and directories; workflow names must be unique across all of them."""
     result = LoadResult()
     for root in paths:
@@ -119,7 +121,7 @@ def load_paths(paths: Iterable[Path]) -> LoadResult:
         files, issues = find_manifest_files(root)
         result.issues.extend(issues)
         for path in files:
-            result.extend(load_file(path))
+            result.extend(load_file(path, policy=policy))
     return reject_duplicate_names(result)
 
 
@@ -149,7 +151,7 @@ def reject_duplicate_names(result: LoadResult) -> LoadResult:
 
 
 def _load_document(
-    doc: yamlsource.Document, file: str
+    doc: yamlsource.Document, file: str, policy: Policy | None = None
 ) -> tuple[LoadedWorkflow | None, list[ManifestIssue]]:
     def issue(path: FieldPath, message: str) -> ManifestIssue:
         line, col = doc.locate(path)
@@ -163,6 +165,8 @@ def _load_document(
         issues = [issue(*_translate(e)) for e in err.errors(include_url=False)]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow)
+    if not problems and policy is not None:
+        problems = policy.check(workflow)
     if problems:
         return None, [issue(path, message) for path, message in problems]
     digest = content_hash(workflow)
@@ -192,6 +196,8 @@ def _translate(error: Any) -> tuple[FieldPath, str]:
         return path, f"{msg} (got {_short(value)})"
     if kind == "value_error":
         return path, msg.removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return path, f"expected a mapping, got {_kind_of(value)}"
     if kind in ("string_type", "str_type") and isinstance(value, (int, float, bool)):
         return path, f'expected a string, got {_short(value)}: quote it, e.g. "{value}"'
     if kind.endswith("_type") or kind.endswith("_parsing"):

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from reconciler.manifest import yamlsource
 from reconciler.manifest.errors import ManifestIssue
 from reconciler.manifest.loader import YAML_SUFFIXES, LoadResult, load_text, reject_duplicate_names
+from reconciler.manifest.policy import Policy
 from reconciler.source.git import GitRepo, TreeEntry
 
 SYMLINK_MODE = "120000"
@@ -23,6 +24,7 @@ SYMLINK_MODE = "120000"
 
 @dataclass
 class ManifestCache:
+    policy: Policy | None = None
     entries: dict[tuple[str, str], LoadResult] = field(default_factory=dict)
     parsed: int = 0  # files parsed since start (the benchmark reads this)
 
@@ -37,7 +39,9 @@ class ManifestCache:
             if problem is not None:
                 self.entries[(entry.path, entry.sha)] = LoadResult(issues=[problem])
             else:
-                self.entries[(entry.path, entry.sha)] = load_text(blobs[entry.sha], entry.path)
+                self.entries[(entry.path, entry.sha)] = load_text(
+                    blobs[entry.sha], entry.path, self.policy
+                )
                 self.parsed += 1
         current = {(e.path, e.sha) for e in tree}
         for key in [k for k in self.entries if k not in current]:
