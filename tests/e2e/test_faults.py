@@ -1,0 +1,176 @@
+"""Faults with real processes (issue 7): kill -9 of the daemon at random points across a
+10-step run; a git remote that disappears, then rejects pushes, then comes back."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from kubehelp import api, deployment, execution, own_node, read_deployment, wait_for  # noqa: F401
+from kubernetes import client as k8s
+
+KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))
+
+
+def ten_steps(ns: str, node: str, name: str) -> str:
+    return f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  timeout: 10m
+  steps:
+    - {{name: s1, action: ScaleDeployment, target: {{namespace: {ns}, name: a}}, params: {{replicas: 2}}, timeout: 60s}}
+    - {{name: s2, action: UpdateImage, dependsOn: [s1], target: {{namespace: {ns}, name: a}}, params: {{container: app, image: "registry.example/a:2"}}, timeout: 60s}}
+    - {{name: s3, action: UpdateConfigMap, dependsOn: [s2], target: {{namespace: {ns}, name: cfg}}, params: {{data: {{K: "2"}}}}}}
+    - {{name: s4, action: UpdateSecret, dependsOn: [s3], target: {{namespace: {ns}, name: sec}}, params: {{data: {{K: crash-e2e-secret}}}}}}
+    - {{name: s5, action: CordonNode, dependsOn: [s4], target: {{name: {node}}}}}
+    - {{name: s6, action: UncordonNode, dependsOn: [s5], target: {{name: {node}}}}}
+    - name: s7
+      action: Custom
+      dependsOn: [s6]
+      target: {{namespace: {ns}}}
+      params: {{image: busybox, command: [sh, -c, "echo counted"]}}
+      timeout: 60s
+    - {{name: s8, action: ScaleDeployment, dependsOn: [s7], target: {{namespace: {ns}, name: b}}, params: {{replicas: 2}}, timeout: 60s}}
+    - name: s9
+      action: Apply
+      dependsOn: [s8]
+      params: {{manifest: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: applied, namespace: {ns}}}, data: {{X: "1"}}}}}}
+    - {{name: s10, action: UpdateImage, dependsOn: [s9], target: {{namespace: {ns}, name: b}}, params: {{container: app, image: "registry.example/b:2"}}, timeout: 60s}}
+"""
+
+
+def test_kill_9_at_random_points_finishes_with_each_step_once(
+    api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
+) -> None:
+    core = k8s.CoreV1Api(api)
+    deployment(api, namespace, "a", replicas=1)
+    deployment(api, namespace, "b", replicas=1)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"K": "1"}})
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": "orig"}}
+    )
+    gen = {d: read_deployment(api, namespace, d).metadata.generation for d in ("a", "b")}
+    rng = random.Random(os.environ.get("RECONCILER_CRASH_SEED", "7"))
+    workdir = tmp_path / "work"
+    name = f"crashy-{namespace[-8:]}"  # unique: the cluster may hold earlier sessions' runs
+    remote.write("workflows/crashy.yaml", ten_steps(namespace, own_node, name))
+    remote.commit_all("crashy")
+    kills, progress_at_kill = 0, []
+    # kill points: after k finished steps, for KILLS distinct random k (0 = before any step)
+    points = sorted(rng.sample(range(0, 10), min(KILLS, 10)))
+
+    def finished() -> bool:
+        return any(s.startswith(f"reconciler: {name} ") and "Succeeded" in s for s in remote.log())
+
+    def progress() -> int:
+        runs = _run_ids(api, name)
+        status = (execution(api, runs[0]) or {}).get("status", {}) if runs else {}
+        return int(status.get("progress", "0/10").split("/")[0])
+
+    while not finished():
+        d = Daemon(
+            str(remote.bare), workdir, kubeconfig, "--interval", "3600", name=f"d{kills}"
+        ).start(wait_ready=False)
+        daemons.append(d)
+        if kills < len(points):
+            target = points[kills]
+            wait_for(
+                lambda t=target: progress() >= t or finished(),
+                60,
+                f"progress {target}",
+                interval=0.05,
+            )
+            d.kill()
+            progress_at_kill.append(f"{progress()}/10")
+            kills += 1
+        else:
+            wait_for(finished, 120, "run finished after the last restart")
+    print(f"\ncrash test: {kills} kill -9 at progress {progress_at_kill}, then the run finished")
+    (run_id,) = _run_ids(api, name)
+    status = execution(api, run_id)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "10/10"
+    assert (
+        len([s for s in remote.log() if s.startswith(f"reconciler: {name} {run_id} Succeeded")])
+        == 1
+    )
+    for deploy, expected in (
+        ("a", 2),
+        ("b", 2),
+    ):  # scale + image each: two spec changes, never more
+        assert read_deployment(api, namespace, deploy).metadata.generation == gen[deploy] + expected
+    jobs = (
+        k8s.BatchV1Api(api)
+        .list_namespaced_job(namespace, label_selector=f"reconciler.dev/run-id={run_id}")
+        .items
+    )
+    assert len(jobs) == 1
+    record = remote.show(f"runs/{name}/{run_id}.yaml")
+    assert record.count("phase: Succeeded") == 11  # the run and every step, none lost
+    assert "crash-e2e-secret" not in record
+
+
+def _run_ids(api, workflow: str) -> list[str]:
+    items = k8s.CustomObjectsApi(api).list_cluster_custom_object(
+        "reconciler.dev",
+        "v1alpha1",
+        "workflowexecutions",
+        label_selector=f"reconciler.dev/workflow={workflow}",
+    )["items"]
+    return [i["metadata"]["name"] for i in items]
+
+
+def test_git_remote_down_then_rejecting_then_back_loses_nothing(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    deployment(api, namespace, "web", replicas=1)
+    daemon = Daemon(
+        f"file://{remote.bare}", tmp_path / "work", kubeconfig, "--interval", "1"
+    ).start()
+    daemons.append(daemon)
+    remote.write(
+        "workflows/w.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: offline}}
+spec:
+  steps:
+    - {{name: s, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
+""",
+    )
+    # The remote rejects the daemon's pushes (pre-receive hook on the author) until the test
+    # says otherwise: records must queue, and people's pushes still land.
+    hook = remote.bare / "hooks" / "pre-receive"
+    gate = tmp_path / "reject"
+    gate.touch()
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        f'  if [ -e {gate} ] && [ "$(git log -1 --format=%an $new)" = reconciler ]; then\n'
+        "    echo 'remote says no' >&2; exit 1\n  fi\ndone\nexit 0\n"
+    )
+    hook.chmod(0o755)
+    remote.commit_all("offline run")
+    wait_for(
+        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "the run happened"
+    )
+    time.sleep(3)
+    assert not any(s.startswith("reconciler: offline") for s in remote.log())  # nothing got through
+    assert "reconciler_record_push_retries_total" in daemon.get("/metrics")[1]
+    # the remote disappears altogether for a while
+    moved = remote.bare.with_name("gone.git")
+    remote.bare.rename(moved)
+    time.sleep(3)
+    assert daemon.get("/readyz")[0] == 503
+    moved.rename(remote.bare)
+    gate.unlink()  # and accepts pushes again
+    wait_for(
+        lambda: len([s for s in remote.log() if s.startswith("reconciler: offline")]) == 2,
+        90,
+        "records pushed",
+    )
+    assert daemon.get("/readyz")[0] == 200
+    subjects = remote.log()
+    assert "offline run" in subjects  # nothing force-pushed away
