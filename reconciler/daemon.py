@@ -265,12 +265,12 @@ class Daemon:
 
     async def _watch_api(self) -> None:
         while True:
-            try:
-                await self.kube.get("API server", "/version")
+            try:  # one plain request, no outage retries: readiness must say so at once
+                await asyncio.to_thread(self.kube._request, "GET", "/version")
                 self.api_ok = True
             except Exception:
                 self.api_ok = False
-            await asyncio.sleep(5)
+            await asyncio.sleep(2)
 
     # ------------------------------------------------------------------ sync
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIELD_MANAGER = "reconciler"
+REQUEST_TIMEOUT = (5, 30)  # connect, read: no call may hang on a frozen API server
 # Writes that succeeded in the current task (one step attempt runs in one task): lets the
 # adapter tell "refused before changing anything" from "failed half-way" (a drain that
 # cordoned, then could not evict), which rollback must undo.
@@ -84,6 +85,13 @@ def _api_message(err: ApiException) -> str | None:
     return data.get("message") if isinstance(data, dict) else None
 
 
+def _unreachable(err: BaseException) -> bool:
+    """The API server could not be reached or is restarting (not: it answered no)."""
+    if isinstance(err, ApiException):
+        return int(err.status or 0) in (0, 502, 503, 504)
+    return isinstance(err, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
 def is_status(err: BaseException, status: int) -> bool:
     return isinstance(err, ApiException) and int(err.status or 0) == status
 
@@ -108,6 +116,7 @@ class Kube:
     capture_namespace: str = "reconciler-system"
     _dynamic: DynamicClient | None = field(default=None, repr=False)
     dry_run_writes: list[DryRunWrite] = field(default_factory=list, repr=False)
+    outage_budget: float = 120.0
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -115,10 +124,30 @@ class Kube:
             self._dynamic = DynamicClient(self.api)
         return self._dynamic
 
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """Run a blocking client call in a worker thread. While the API server is unreachable
+        (restarting, partitioned) keep trying with backoff for up to `outage_budget` seconds,
+        so a short outage pauses runs instead of failing them; the step's attempt timeout
+        still bounds every wait."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.outage_budget
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(fn)
+            except Exception as err:
+                if not _unreachable(err) or loop.time() + delay > give_up:
+                    raise
+                log.warning(
+                    "API server unreachable (%s); retrying in %.1fs", type(err).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
     async def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a blocking client call in a worker thread; translate its errors."""
+        """Run a blocking client call off the event loop; translate its errors."""
         try:
-            return await asyncio.to_thread(fn)
+            return await self._run(fn)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -134,7 +163,13 @@ class Kube:
     ) -> dict[str, Any]:
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         response = self.dynamic.request(
-            method, path, body=body, query_params=params, content_type=content_type, serialize=False
+            method,
+            path,
+            body=body,
+            query_params=params,
+            content_type=content_type,
+            serialize=False,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         raw = response.data.decode("utf-8") if hasattr(response, "data") else response
         return json.loads(raw) if raw else {}
@@ -143,7 +178,12 @@ class Kube:
         """A request whose answer is text, not JSON (pod logs)."""
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         response = self.dynamic.request(
-            method, path, query_params=params, serialize=False, header_params={"Accept": "*/*"}
+            method,
+            path,
+            query_params=params,
+            serialize=False,
+            header_params={"Accept": "*/*"},
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return response.data.decode("utf-8", errors="replace")
 
@@ -155,7 +195,7 @@ class Kube:
     async def find(self, what: str, path: str) -> dict[str, Any] | None:
         """GET that returns None for 404 instead of failing."""
         try:
-            return await asyncio.to_thread(self._request, "GET", path)
+            return await self._run(lambda: self._request("GET", path))
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -201,7 +241,7 @@ class Kube:
         q = {"dryRun": "All"} if self.dry_run else {}
         q.update(query or {})
         try:
-            result = await asyncio.to_thread(self._request, "DELETE", path, None, q)
+            result = await self._run(lambda: self._request("DELETE", path, None, q))
             WRITES_DONE.set(WRITES_DONE.get() + 1)
             return result
         except asyncio.CancelledError:

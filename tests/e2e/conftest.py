@@ -67,6 +67,7 @@ def kubeconfig() -> Iterator[str]:
             pytrace=False,
         )
     cluster = KwokCluster(binaries)
+    _CLUSTER.append(cluster)
     _teardown_on_signals(cluster)
     try:
         try:
@@ -77,6 +78,15 @@ def kubeconfig() -> Iterator[str]:
         yield str(cluster.kubeconfig)
     finally:
         cluster.delete()
+
+
+_CLUSTER: list[KwokCluster] = []
+
+
+@pytest.fixture(scope="session")
+def kwok_cluster(kubeconfig: str) -> KwokCluster | None:
+    """The session's own cluster (to stop and start it), or None for an external one."""
+    return _CLUSTER[0] if _CLUSTER else None
 
 
 @pytest.fixture

@@ -174,3 +174,81 @@ spec:
     assert daemon.get("/readyz")[0] == 200
     subjects = remote.log()
     assert "offline run" in subjects  # nothing force-pushed away
+
+
+def test_api_server_down_for_20s_mid_run_pauses_then_completes(
+    api, namespace, kubeconfig, kwok_cluster, remote, daemons, own_node, tmp_path: Path
+) -> None:
+    import pytest
+
+    if kwok_cluster is None:
+        pytest.skip(
+            "stopping the API server needs the suite's own kwok cluster, not an external one"
+        )
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "guarded", replicas=2, node=own_node)
+    policy = k8s.PolicyV1Api(api)
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
+        },
+    )
+    daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    daemons.append(daemon)
+    name = f"outage-{namespace[-8:]}"
+    remote.write(
+        "workflows/o.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  steps:
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
+    - {{name: drain, action: DrainNode, dependsOn: [scale], target: {{name: {own_node}}}, params: {{gracePeriod: 0}}, timeout: 4m}}
+    - {{name: uncordon, action: UncordonNode, dependsOn: [drain], target: {{name: {own_node}}}}}
+""",
+    )
+    remote.commit_all("outage")
+    run_id = wait_for(
+        lambda: next(
+            (s.split()[2] for s in remote.log() if s.startswith(f"reconciler: {name} ")), None
+        ),
+        30,
+        "started",
+    )
+    wait_for(
+        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
+        30,
+        "draining",
+    )
+    stopped = time.monotonic()
+    kwok_cluster.kwokctl("stop", "cluster", timeout=120)
+    try:
+        wait_for(
+            lambda: daemon.get("/readyz")[0] == 503, 15, "not ready while the API server is down"
+        )
+        time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
+        assert daemon.proc.poll() is None  # the daemon rides it out
+    finally:
+        kwok_cluster.kwokctl("start", "cluster", timeout=180)
+    wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "ready again")
+    wait_for(lambda: _relax(policy, namespace), 60, "PDB relaxed once the API is back")
+    wait_for(
+        lambda: any(s.startswith(f"reconciler: {name} {run_id} Succeeded") for s in remote.log()),
+        120,
+        "the run completed",
+    )
+    status = execution(api, run_id)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "3/3"
+
+
+def _relax(policy, namespace: str) -> bool:
+    try:
+        policy.patch_namespaced_pod_disruption_budget(
+            "guarded", namespace, {"spec": {"minAvailable": 0}}
+        )
+        return True
+    except Exception:
+        return False
