@@ -25,11 +25,16 @@ def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     ).stdout.strip()
 
 
+REMOTES: list[Path] = []  # every bare remote of the session, for the secret scan
+LOGS: list[Path] = []  # every daemon log of the session, likewise
+
+
 class Remote:
     """A bare repository and a people's clone of it."""
 
     def __init__(self, root: Path) -> None:
         self.bare = root / "remote.git"
+        REMOTES.append(self.bare)
         self.clone = root / "clone"
         sh("git", "init", "--quiet", "--bare", "-b", "main", str(self.bare), cwd=root)
         sh("git", "clone", "--quiet", str(self.bare), str(self.clone), cwd=root)
@@ -91,6 +96,7 @@ class Daemon:
     ) -> None:
         self.port = free_port()
         self.log_path = workdir.parent / f"{name}-{self.port}.log"
+        LOGS.append(self.log_path)
         self.args = [
             sys.executable,
             "-m",

@@ -29,6 +29,14 @@ from reconciler.runonce import ensure_namespace
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "crds" / "workflowexecutions.reconciler.dev.yaml"
 CAPTURE_NS = "reconciler-system"
+# Every secret value a test puts in the cluster; test_zz_secret_scan.py checks, after the
+# whole suite, that none reached a record commit, a daemon log, an Event or a checkpoint.
+SECRETS: set[str] = set()
+
+
+def secret(value: str) -> str:
+    SECRETS.add(value)
+    return value
 
 
 def api_client(kubeconfig: str) -> k8s.ApiClient:

@@ -14,6 +14,7 @@ from kubehelp import (
     own_node,  # noqa: F401  (fixture)
     read_deployment,
     run_workflow,
+    secret,
     wait_for,
     workflow_yaml,
 )
@@ -114,7 +115,7 @@ def test_every_reversible_action_is_undone_and_404_is_permanent(api, namespace) 
     configmap(api, namespace, "cfg", {"KEEP": "1", "CHANGE": "old"})
     configmap(api, namespace, "existing", {"A": "1"})
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": "original-e2e-value"}}
+        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": secret("original-e2e-value")}}
     )
     node = sorted(n.metadata.name for n in core.list_node().items)[-1]
     steps = f"""\
@@ -142,7 +143,7 @@ def test_every_reversible_action_is_undone_and_404_is_permanent(api, namespace) 
       action: UpdateSecret
       dependsOn: [cm]
       target: {{namespace: {namespace}, name: sec}}
-      params: {{data: {{K: replaced-e2e-value, NEW: added-e2e-value}}}}
+      params: {{data: {{K: {secret("replaced-e2e-value")}, NEW: {secret("added-e2e-value")}}}}}
     - name: create
       action: Apply
       dependsOn: [secret]
@@ -193,8 +194,8 @@ def test_every_reversible_action_is_undone_and_404_is_permanent(api, namespace) 
     assert d.spec.replicas == 2 and image_of(api, namespace, "web") == "registry.example/web:1.0"
     assert not unschedulable(api, node)
     assert configmap_data(api, namespace, "cfg") == {"KEEP": "1", "CHANGE": "old"}
-    secret = core.read_namespaced_secret("sec", namespace).data
-    assert set(secret) == {"K"}
+    secret_data = core.read_namespaced_secret("sec", namespace).data
+    assert set(secret_data) == {"K"}
     assert (
         core.list_namespaced_config_map(namespace, field_selector="metadata.name=created").items
         == []

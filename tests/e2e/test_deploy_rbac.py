@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
-from kubehelp import api, deployment, own_node, wait_for  # noqa: F401
+from kubehelp import api, deployment, own_node, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,10 +146,10 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
         namespace, {"metadata": {"name": "existing"}, "data": {"A": "1"}}
     )
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": "old-e2e"}}
+        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": secret("old-e2e-value")}}
     )
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "new-sec"}, "stringData": {"K": "new-e2e"}}
+        namespace, {"metadata": {"name": "new-sec"}, "stringData": {"K": secret("new-e2e-value")}}
     )
     remote.write("workflows/all.yaml", every_action(namespace, own_node, "all-actions"))
     missing = (

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
-from kubehelp import api, deployment, execution, own_node, read_deployment, wait_for  # noqa: F401
+from kubehelp import api, deployment, execution, own_node, read_deployment, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
 KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))
@@ -25,7 +25,7 @@ spec:
     - {{name: s1, action: ScaleDeployment, target: {{namespace: {ns}, name: a}}, params: {{replicas: 2}}, timeout: 60s}}
     - {{name: s2, action: UpdateImage, dependsOn: [s1], target: {{namespace: {ns}, name: a}}, params: {{container: app, image: "registry.example/a:2"}}, timeout: 60s}}
     - {{name: s3, action: UpdateConfigMap, dependsOn: [s2], target: {{namespace: {ns}, name: cfg}}, params: {{data: {{K: "2"}}}}}}
-    - {{name: s4, action: UpdateSecret, dependsOn: [s3], target: {{namespace: {ns}, name: sec}}, params: {{data: {{K: crash-e2e-secret}}}}}}
+    - {{name: s4, action: UpdateSecret, dependsOn: [s3], target: {{namespace: {ns}, name: sec}}, params: {{fromSecret: {{name: sec-new}}}}}}
     - {{name: s5, action: CordonNode, dependsOn: [s4], target: {{name: {node}}}}}
     - {{name: s6, action: UncordonNode, dependsOn: [s5], target: {{name: {node}}}}}
     - name: s7
@@ -51,7 +51,10 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
     deployment(api, namespace, "b", replicas=1)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"K": "1"}})
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": "orig"}}
+        namespace, {"metadata": {"name": "sec"}, "stringData": {"K": secret("crash-orig-e2e")}}
+    )
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "sec-new"}, "stringData": {"K": secret("crash-new-e2e")}}
     )
     gen = {d: read_deployment(api, namespace, d).metadata.generation for d in ("a", "b")}
     rng = random.Random(os.environ.get("RECONCILER_CRASH_SEED", "7"))
@@ -110,7 +113,7 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
     assert len(jobs) == 1
     record = remote.show(f"runs/{name}/{run_id}.yaml")
     assert record.count("phase: Succeeded") == 11  # the run and every step, none lost
-    assert "crash-e2e-secret" not in record
+    assert "crash-new-e2e" not in record and "crash-orig-e2e" not in record
 
 
 def _run_ids(api, workflow: str) -> list[str]:

@@ -15,6 +15,7 @@ from kubehelp import (
     image_of,
     read_deployment,
     run_workflow,
+    secret,
     wait_for,
     workflow_yaml,
 )
@@ -101,8 +102,8 @@ def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
     api, namespace
 ) -> None:
     core = k8s.CoreV1Api(api)
-    secret_value = "s3cr3t-value-for-e2e-7f1c"
-    original = "orig-value-for-e2e-91ab"
+    secret_value = secret("s3cr3t-value-for-e2e-7f1c")
+    original = secret("orig-value-for-e2e-91ab")
     core.create_namespaced_secret(
         namespace, {"metadata": {"name": "db"}, "stringData": {"PASSWORD": original}}
     )
