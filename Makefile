@@ -34,7 +34,8 @@ demo: $(STAMP)
 
 soak: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
-	RECONCILER_SOAK_CYCLES=2000 $(BIN)/pytest -s tests/e2e/test_soak.py
+	RECONCILER_SOAK_CYCLES=2000 RECONCILER_CRASH_ROUNDS=6 $(BIN)/pytest -s tests/e2e/test_soak.py \
+	  tests/e2e/test_faults.py -k "sync_cycles or kill_9"
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py

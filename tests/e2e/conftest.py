@@ -2,85 +2,110 @@
 kube-scheduler, kwok) started by kwokctl's binary runtime from the binaries build.sh made,
 or the cluster in KUBECONFIG when RECONCILER_E2E_USE_KUBECONFIG=1.
 
-One cluster per session, torn down at the end, also on failure, Ctrl-C or SIGTERM. Ports are
-chosen free by kwokctl and the cluster name is unique, so two runs on one machine never meet.
+One cluster per session, torn down at the end, also on failure, Ctrl-C, SIGTERM or SIGHUP
+(and at interpreter exit as a last resort); clusters of sessions killed with -9 are reaped by
+the next session. Ports are chosen free at run time and the cluster name is unique, so two runs
+on one machine never meet.
+
+Fixtures for every e2e test:
+- `kubeconfig` (session): path of the kubeconfig (cluster-admin).
+- `kwok_cluster` (session): the KwokCluster (to stop/start it), None for an external cluster.
+- `audit_log` (session): the kube-apiserver audit log (Metadata level), None if external;
+  also exported as RECONCILER_E2E_AUDIT_LOG.
+- `namespace` (function): a fresh namespace, deleted after the test.
+- `api` (session, in kubehelp.py): a kubernetes ApiClient for the kubeconfig.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # kubehelp.py, daemonhelp.py, kwokcluster.py
 
-from kwokcluster import ClusterError, KwokCluster, bin_dir, missing_binaries  # noqa: E402
-
-CLUSTER_DIR = HERE / "cluster"
-BINARIES = (
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "etcd",
-    "kwok",
-    "kwokctl",
+from kwokcluster import (  # noqa: E402
+    ClusterError,
+    KwokCluster,
+    bin_dir,
+    missing_binaries,
+    reap_orphans,
 )
 
+USE_KUBECONFIG = "RECONCILER_E2E_USE_KUBECONFIG"
+_CLUSTER: list[KwokCluster] = []
 
-def _teardown_on_signals(cluster: KwokCluster) -> None:
-    atexit.register(cluster.delete)
-    previous = signal.getsignal(signal.SIGTERM)
 
-    def on_term(signum: int, frame: object) -> None:
-        cluster.delete()
-        if callable(previous):
-            previous(signum, frame)
-        raise SystemExit(128 + signum)
+def _interrupt_on_signals() -> None:
+    """SIGTERM/SIGHUP end the session like Ctrl-C does, so the fixtures tear down."""
 
-    signal.signal(signal.SIGTERM, on_term)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def _external_kubeconfig() -> str:
+    path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    first = path.split(os.pathsep)[0]
+    if not Path(first).exists():
+        pytest.fail(f"{USE_KUBECONFIG}=1 but the kubeconfig {first} does not exist", pytrace=False)
+    return path
 
 
 @pytest.fixture(scope="session")
-def kubeconfig() -> Iterator[str]:
-    if os.environ.get("RECONCILER_E2E_USE_KUBECONFIG") == "1":
-        path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        if not Path(path).exists():
-            pytest.fail(f"RECONCILER_E2E_USE_KUBECONFIG=1 but {path} does not exist", pytrace=False)
-        yield path
+def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
+    if os.environ.get(USE_KUBECONFIG) == "1":
+        yield _external_kubeconfig()
         return
     binaries = bin_dir()
     missing = missing_binaries(binaries)
     if missing:
         pytest.fail(
-            f"control-plane binaries missing in {binaries}: {', '.join(missing)}. Run `make cluster` "
-            "(or set RECONCILER_E2E_USE_KUBECONFIG=1 with KUBECONFIG pointing at a cluster).",
+            f"control-plane binaries missing in {binaries}: {', '.join(missing)}.\n"
+            "Build them with `make cluster` (bash tests/e2e/cluster/build.sh), or run the suite "
+            f"against an existing cluster: {USE_KUBECONFIG}=1 KUBECONFIG=/path/to/kubeconfig.",
             pytrace=False,
         )
     cluster = KwokCluster(binaries)
     _CLUSTER.append(cluster)
-    _teardown_on_signals(cluster)
+    atexit.register(cluster.delete)
+    _interrupt_on_signals()
+    # kubectl run by tests writes its discovery cache here, not into ~/.kube/cache
+    os.environ["KUBECACHEDIR"] = cluster.env["KUBECACHEDIR"]
     try:
-        try:
-            cluster.create()
-        except ClusterError as err:
-            pytest.fail(str(err), pytrace=False)
+        failure = None
+        # start-up time, orphan reaping and failures go to the terminal, not to a test's capture
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            for name in reap_orphans(binaries):
+                print(f"\n[e2e] deleted cluster {name} left behind by a killed session")
+            try:
+                cluster.create()
+            except ClusterError as err:
+                failure = str(err)
+                print(f"\n[e2e] the control plane did not become ready: {failure}")
+        if failure is not None:
+            # one message for the whole session instead of the same error for every test
+            pytest.exit("the e2e control plane did not become ready (details above)", returncode=1)
         os.environ["RECONCILER_E2E_AUDIT_LOG"] = str(cluster.audit_log)
         yield str(cluster.kubeconfig)
     finally:
         cluster.delete()
-
-
-_CLUSTER: list[KwokCluster] = []
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +114,39 @@ def kwok_cluster(kubeconfig: str) -> KwokCluster | None:
     return _CLUSTER[0] if _CLUSTER else None
 
 
+@pytest.fixture(scope="session")
+def audit_log(kwok_cluster: KwokCluster | None) -> Path | None:
+    """The kube-apiserver audit log of the session's own cluster, None for an external one."""
+    return kwok_cluster.audit_log if kwok_cluster else None
+
+
 @pytest.fixture
 def namespace(kubeconfig: str) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
     configuration = k8s.Configuration()
     k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     core = k8s.CoreV1Api(k8s.ApiClient(configuration))
     name = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"reconciler.dev/e2e": "true"}}})
+    _wait_default_service_account(core, name)
     yield name
-    core.delete_namespace(name)
+    try:
+        core.delete_namespace(name)
+    except ApiException as err:
+        if err.status != 404:
+            raise
+
+
+def _wait_default_service_account(core: k8s.CoreV1Api, namespace: str) -> None:
+    """Pods are refused until the controller-manager made the namespace's `default`
+    ServiceAccount; wait for it so a test may create pods right away."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        time.sleep(0.1)
+    raise AssertionError(f"namespace {namespace}: no default ServiceAccount after 30s")

@@ -253,22 +253,46 @@ spec:
     assert not k8s.CoreV1Api(api).read_node(own_node).spec.unschedulable
 
 
-def test_conflicting_push_during_a_run_keeps_both(
+def test_concurrent_writers_every_commit_and_every_record_survive(
     api, namespace, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
-    deployment(api, namespace, "web", replicas=1)
+    """Another clone pushes 50 commits while the daemon records 20 runs (issue 7)."""
+    core = k8s.CoreV1Api(api)
     daemons.append(
         Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
     )
-    remote.write("workflows/scale.yaml", scale_workflow("busy", namespace, 2))
-    remote.commit_all("scale")
-    for i in range(5):  # someone else keeps pushing while the daemon records
+    for i in range(20):
+        core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": f"cm{i}"}, "data": {"V": "0"}}
+        )
+        remote.write(
+            f"workflows/w{i}.yaml",
+            f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: busy-{i}}}
+spec:
+  steps:
+    - {{name: set, action: UpdateConfigMap, target: {{namespace: {namespace}, name: cm{i}}}, params: {{data: {{V: "1"}}}}}}
+""",
+        )
+    remote.commit_all("twenty workflows")
+    for i in range(50):  # someone else keeps pushing while the daemon records
         remote.write(f"docs/note-{i}.md", f"note {i}\n")
         remote.commit_all(f"note {i}")
-    wait_for(lambda: record_commits(remote, "busy", "Succeeded"), 30, "record")
+    wait_for(
+        lambda: (
+            sum(1 for s in remote.log() if s.startswith("reconciler: busy-") and "Succeeded" in s)
+            == 20
+        ),
+        120,
+        "20 final records",
+    )
     subjects = remote.log()
-    assert all(f"note {i}" in subjects for i in range(5))
-    assert len(record_commits(remote, "busy")) == 2  # Running + Succeeded, none lost
+    assert all(f"note {i}" in subjects for i in range(50))
+    assert (
+        sum(1 for s in subjects if s.startswith("reconciler: busy-")) == 40
+    )  # Running + Succeeded each
+    assert len(remote.files("runs")) == 40  # .yaml + .md per run, none lost
 
 
 def test_two_replicas_one_leader_and_failover(

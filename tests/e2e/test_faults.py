@@ -8,11 +8,13 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
 from kubehelp import api, deployment, execution, own_node, read_deployment, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
-KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))
+KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))  # per round, at most 10
+ROUNDS = int(os.environ.get("RECONCILER_CRASH_ROUNDS", "1"))  # make soak: 6 rounds = 30 kills
 
 
 def ten_steps(ns: str, node: str, name: str) -> str:
@@ -43,8 +45,9 @@ spec:
 """
 
 
+@pytest.mark.parametrize("round_", range(ROUNDS))
 def test_kill_9_at_random_points_finishes_with_each_step_once(
-    api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
+    round_: int, api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
 ) -> None:
     core = k8s.CoreV1Api(api)
     deployment(api, namespace, "a", replicas=1)
@@ -57,7 +60,7 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
         namespace, {"metadata": {"name": "sec-new"}, "stringData": {"K": secret("crash-new-e2e")}}
     )
     gen = {d: read_deployment(api, namespace, d).metadata.generation for d in ("a", "b")}
-    rng = random.Random(os.environ.get("RECONCILER_CRASH_SEED", "7"))
+    rng = random.Random(f"{os.environ.get('RECONCILER_CRASH_SEED', '7')}-{round_}")
     workdir = tmp_path / "work"
     name = f"crashy-{namespace[-8:]}"  # unique: the cluster may hold earlier sessions' runs
     remote.write("workflows/crashy.yaml", ten_steps(namespace, own_node, name))
@@ -182,8 +185,6 @@ spec:
 def test_api_server_down_for_20s_mid_run_pauses_then_completes(
     api, namespace, kubeconfig, kwok_cluster, remote, daemons, own_node, tmp_path: Path
 ) -> None:
-    import pytest
-
     if kwok_cluster is None:
         pytest.skip(
             "stopping the API server needs the suite's own kwok cluster, not an external one"
@@ -227,7 +228,7 @@ spec:
         "draining",
     )
     stopped = time.monotonic()
-    kwok_cluster.kwokctl("stop", "cluster", timeout=120)
+    kwok_cluster.stop()
     try:
         wait_for(
             lambda: daemon.get("/readyz")[0] == 503, 15, "not ready while the API server is down"
@@ -235,7 +236,9 @@ spec:
         time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
         assert daemon.proc.poll() is None  # the daemon rides it out
     finally:
-        kwok_cluster.kwokctl("start", "cluster", timeout=180)
+        # start() waits until every component, node and lease is healthy again, so the
+        # tests after this one find the cluster as this one found it
+        kwok_cluster.start()
     wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "ready again")
     wait_for(lambda: _relax(policy, namespace), 60, "PDB relaxed once the API is back")
     wait_for(
@@ -255,3 +258,4 @@ def _relax(policy, namespace: str) -> bool:
         return True
     except Exception:
         return False
+
