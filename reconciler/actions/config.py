@@ -8,6 +8,7 @@ WorkflowExecution, so deleting the run deletes them too.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.actions.base import Action, digest, run_labels, run_object_name, target_of
@@ -17,15 +18,40 @@ from reconciler.engine.interface import Captured, StepContext
 from reconciler.manifest.schema import StepBase
 
 
-def desired_data(current: dict[str, str], new: dict[str, str], mode: str) -> dict[str, str]:
-    return dict(new) if mode == "replace" else {**current, **new}
+@dataclass(frozen=True)
+class DataTarget:
+    """What a step makes `data` look like. `values` maps the keys the step owns to their
+    value (None: absent); `exact` says every other key must go too (replace mode, and the
+    undo of replace). A merge owns only its own keys, so two steps that merge different
+    keys into one object, even at the same time, never undo each other's work."""
+
+    values: dict[str, str | None]
+    exact: bool
+
+    def patch(self, current: dict[str, str]) -> dict[str, Any]:
+        """The JSON merge patch from `current` to this target (null removes a key)."""
+        patch: dict[str, Any] = {}
+        if self.exact:
+            patch.update({k: None for k in current if k not in self.values})
+        patch.update({k: v for k, v in self.values.items() if current.get(k) != v})
+        return {"data": patch}
+
+    def reached(self, live: dict[str, str]) -> bool:
+        if self.exact and set(live) - set(self.values):
+            return False
+        return all(live.get(k) == v for k, v in self.values.items())
 
 
-def data_patch(current: dict[str, str], wanted: dict[str, str]) -> dict[str, Any]:
-    """JSON merge patch turning `current` into exactly `wanted` (null removes a key)."""
-    patch: dict[str, Any] = {k: None for k in current if k not in wanted}
-    patch.update({k: v for k, v in wanted.items() if current.get(k) != v})
-    return {"data": patch}
+def apply_target(new: dict[str, str], mode: str) -> DataTarget:
+    return DataTarget(dict(new), exact=mode == "replace")
+
+
+def undo_target(original: dict[str, str], new_keys: list[str], mode: str) -> DataTarget:
+    """Replace restores the captured data exactly; merge restores exactly the keys it set
+    (their captured values, or absent if the step added them)."""
+    if mode == "replace":
+        return DataTarget(dict(original), exact=True)
+    return DataTarget({k: original.get(k) for k in new_keys}, exact=False)
 
 
 class UpdateConfigMap(Action):
@@ -42,38 +68,40 @@ class UpdateConfigMap(Action):
     async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
         return {"data": await self._data(kube, step)}
 
-    def _wanted(self, step: StepBase, captured: Captured) -> dict[str, str]:
+    def _target(self, step: StepBase) -> DataTarget:
         params = step.params  # type: ignore[attr-defined]
-        return desired_data(captured["data"], params.data, params.mode)
+        return apply_target(params.data, params.mode)
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
     ) -> None:
         what, path = self._where(step)
         current = await self._data(kube, step)
-        await kube.merge_patch(what, path, data_patch(current, self._wanted(step, captured)))
+        await kube.merge_patch(what, path, self._target(step).patch(current))
 
     async def _wait_for(
-        self, kube: Kube, step: StepBase, wanted: dict[str, str], ctx: StepContext
+        self, kube: Kube, step: StepBase, target: DataTarget, ctx: StepContext
     ) -> None:
         what, _ = self._where(step)
 
         async def check() -> str | None:
-            return None if await self._data(kube, step) == wanted else f"{what} data to match"
+            return None if target.reached(await self._data(kube, step)) else f"{what} data"
 
         if not kube.dry_run:
             await poll(check, lambda w: setattr(ctx, "waiting_for", w))
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        await self._wait_for(kube, step, self._wanted(step, captured), ctx)
+        await self._wait_for(kube, step, self._target(step), ctx)
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
     ) -> None:
         what, path = self._where(step)
+        params = step.params  # type: ignore[attr-defined]
+        target = undo_target(captured["data"], list(params.data), params.mode)
         current = await self._data(kube, step)
-        await kube.merge_patch(what, path, data_patch(current, captured["data"]))
-        await self._wait_for(kube, step, captured["data"], ctx)
+        await kube.merge_patch(what, path, target.patch(current))
+        await self._wait_for(kube, step, target, ctx)
 
 
 class UpdateSecret(Action):
@@ -120,6 +148,8 @@ class UpdateSecret(Action):
         return {
             "keys": {k: digest(base64.b64decode(v)) for k, v in sorted(original.items())},
             "captureSecret": f"{namespace}/{name}",
+            # the keys this step sets, fixed now: a fromSecret source may change before undo
+            "sets": sorted(await self._new_values(kube, step)),
         }
 
     async def _new_values(self, kube: Kube, step: StepBase) -> dict[str, str]:
@@ -142,8 +172,8 @@ class UpdateSecret(Action):
             )
         return {k: source[k] for k in keys}
 
-    async def _wanted(self, kube: Kube, step: StepBase, current: dict[str, str]) -> dict[str, str]:
-        return desired_data(current, await self._new_values(kube, step), step.params.mode)  # type: ignore[attr-defined]
+    async def _target(self, kube: Kube, step: StepBase) -> DataTarget:
+        return apply_target(await self._new_values(kube, step), step.params.mode)  # type: ignore[attr-defined]
 
     async def _original(self, kube: Kube, captured: Captured) -> dict[str, str]:
         namespace, name = captured["captureSecret"].split("/", 1)
@@ -157,19 +187,23 @@ class UpdateSecret(Action):
     ) -> dict[str, Any]:
         what, path = self._where(step)
         current = await self._data(kube, step)
-        base = await self._original(kube, captured) if not kube.dry_run else current
-        wanted = await self._wanted(kube, step, base)
-        await kube.merge_patch(what, path, data_patch(current, wanted))
-        return {"keys": {k: digest(base64.b64decode(v)) for k, v in sorted(wanted.items())}}
+        target = await self._target(kube, step)
+        await kube.merge_patch(what, path, target.patch(current))
+        return {  # what the step set, as digests; never the values
+            "keys": {
+                k: digest(base64.b64decode(v)) if v is not None else "removed"
+                for k, v in sorted(target.values.items())
+            },
+            "mode": step.params.mode,  # type: ignore[attr-defined]
+        }
 
     async def _wait_digests(
-        self, kube: Kube, step: StepBase, wanted: dict[str, str], ctx: StepContext
+        self, kube: Kube, step: StepBase, target: DataTarget, ctx: StepContext
     ) -> None:
         what, _ = self._where(step)
 
         async def check() -> str | None:
-            live = await self._data(kube, step)
-            return None if live == wanted else f"{what} data to match"
+            return None if target.reached(await self._data(kube, step)) else f"{what} data"
 
         if not kube.dry_run:
             await poll(check, lambda w: setattr(ctx, "waiting_for", w))
@@ -177,14 +211,15 @@ class UpdateSecret(Action):
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         if kube.dry_run:
             return
-        wanted = await self._wanted(kube, step, await self._original(kube, captured))
-        await self._wait_digests(kube, step, wanted, ctx)
+        await self._wait_digests(kube, step, await self._target(kube, step), ctx)
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
     ) -> None:
         what, path = self._where(step)
         original = await self._original(kube, captured)
+        new_keys = captured.get("sets") or list(await self._new_values(kube, step))
+        target = undo_target(original, new_keys, step.params.mode)  # type: ignore[attr-defined]
         current = await self._data(kube, step)
-        await kube.merge_patch(what, path, data_patch(current, original))
-        await self._wait_digests(kube, step, original, ctx)
+        await kube.merge_patch(what, path, target.patch(current))
+        await self._wait_digests(kube, step, target, ctx)

@@ -38,17 +38,22 @@ WRITES_DONE: contextvars.ContextVar[int] = contextvars.ContextVar("writes_done",
 # 409 Conflict (optimistic concurrency), 429 Too Many Requests / PDB-blocked eviction,
 # 5xx from an overloaded or restarting API server, 410 Gone (stale list): may succeed later.
 TRANSIENT_STATUS = {409, 410, 429, 500, 502, 503, 504}
+API_CONNECTIONS = 32  # at most this many open to the API server at rest
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
     """In-cluster config when running as a Pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    configuration = k8s.Configuration()
+    # Keep-alive connections to the API server, shared by every step and checkpoint write.
+    # The client's default (5 per CPU) is below the number of requests in flight under
+    # load, and each request beyond the pool opens and then throws away a TLS connection.
+    configuration.connection_pool_maxsize = API_CONNECTIONS
     if kubeconfig is None and context is None:
         try:
-            k8s_config.load_incluster_config()
-            return k8s.ApiClient()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return k8s.ApiClient(configuration)
         except k8s_config.ConfigException:
             pass
-    configuration = k8s.Configuration()
     k8s_config.load_kube_config(
         config_file=kubeconfig, context=context, client_configuration=configuration
     )

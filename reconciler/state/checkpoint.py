@@ -36,6 +36,7 @@ FINALIZER = "reconciler.dev/rollback-before-delete"
 MAX_STEPS_IN_STATUS = 500
 # Transitions that can wait for the next write instead of forcing one.
 LAZY = {("step", StepPhase.RUNNING.value), ("step", StepPhase.RETRYING.value)}
+LAZY_DELAY = 0.5  # seconds a lazy transition may wait for a write that carries it anyway
 
 
 def execution_path(name: str | None = None) -> str:
@@ -44,7 +45,9 @@ def execution_path(name: str | None = None) -> str:
 
 def pack(value: Any) -> str:
     raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-    return base64.b64encode(gzip.compress(raw, mtime=0)).decode()
+    # level 6, not gzip's 9: the record is packed on every checkpoint write, and 9 costs
+    # about 6x the CPU for ~15% smaller output
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
 
 
 def unpack(text: str) -> Any:
@@ -123,6 +126,7 @@ class Checkpointer:
         self._dirty = False
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self._sleeping = False
         self._observe(execution)
 
     def _observe(self, obj: dict[str, Any]) -> None:
@@ -134,8 +138,17 @@ class Checkpointer:
         self._record, self._dirty = record, True
         if (transition.scope, transition.phase) in LAZY:
             if self._background is None or self._background.done():
-                self._background = asyncio.create_task(self.flush())
+                self._sleeping = True  # until _flush_soon starts writing
+                self._background = asyncio.create_task(self._flush_soon())
             return
+        await self.flush()
+
+    async def _flush_soon(self) -> None:
+        # A lazy transition (a step started) is usually followed within milliseconds by one
+        # that must be durable (its capture, before it changes anything); waiting a moment
+        # lets one write carry both, a third fewer status writes for short steps.
+        await asyncio.sleep(LAZY_DELAY)
+        self._sleeping = False
         await self.flush()
 
     async def flush(self) -> None:
@@ -187,6 +200,9 @@ class Checkpointer:
                 self.deleting.set()
 
     async def close(self) -> None:
-        if self._background is not None:
-            await self._background
+        if self._background is not None and not self._background.done():
+            if self._sleeping:  # not mid-write: the flush below writes what it waited for
+                self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
         await self.flush()

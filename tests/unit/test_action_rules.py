@@ -8,7 +8,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.actions.base import run_object_name
-from reconciler.actions.config import data_patch, desired_data
+from reconciler.actions.config import apply_target, undo_target
 from reconciler.actions.deployments import rollout_progress
 from reconciler.actions.kube import api_error
 from reconciler.actions.nodes import pods_to_evict
@@ -111,33 +111,67 @@ def test_drain_flags_allow_what_kubectl_allows(pods: list, params: dict) -> None
 
 
 @pytest.mark.parametrize(
-    ("current", "new", "mode", "wanted"),
+    ("current", "new", "mode", "patch", "after"),
     [
-        ({"a": "1", "b": "2"}, {"b": "3"}, "merge", {"a": "1", "b": "3"}),
-        ({"a": "1", "b": "2"}, {"b": "3"}, "replace", {"b": "3"}),
-        ({}, {"a": "1"}, "merge", {"a": "1"}),
+        ({"a": "1", "b": "2"}, {"b": "3"}, "merge", {"b": "3"}, {"a": "1", "b": "3"}),
+        ({"a": "1", "b": "2"}, {"b": "3"}, "replace", {"a": None, "b": "3"}, {"b": "3"}),
+        ({}, {"a": "1"}, "merge", {"a": "1"}, {"a": "1"}),
+        ({"b": "3"}, {"b": "3"}, "merge", {}, {"b": "3"}),  # re-applied after a crash: no-op
     ],
 )
-def test_desired_data(current: dict, new: dict, mode: str, wanted: dict) -> None:
-    assert desired_data(current, new, mode) == wanted
+def test_apply_patch_sets_what_the_mode_says(
+    current: dict, new: dict, mode: str, patch: dict, after: dict
+) -> None:
+    target = apply_target(new, mode)
+    assert target.patch(current) == {"data": patch}
+    assert apply_patch(current, target.patch(current)) == after
+    assert target.reached(after)
+    assert target.reached(current) == (current == after)
+
+
+def test_merge_owns_only_its_keys_so_concurrent_merges_keep_each_other() -> None:
+    """Two steps capture {} then merge different keys: neither removes the other's key,
+    and undoing one leaves the other's key in place."""
+    first, second = apply_target({"a": "1"}, "merge"), apply_target({"b": "2"}, "merge")
+    live: dict = {}
+    for target in (first, second):
+        live = apply_patch(live, target.patch(live))
+    assert live == {"a": "1", "b": "2"} and first.reached(live) and second.reached(live)
+    undo_first = undo_target({}, ["a"], "merge")
+    live = apply_patch(live, undo_first.patch(live))
+    assert live == {"b": "2"} and undo_first.reached(live)
 
 
 @pytest.mark.parametrize(
-    ("current", "wanted", "patch"),
+    ("original", "keys", "mode", "current", "restored"),
     [
-        ({"a": "1", "b": "2"}, {"a": "1", "b": "3"}, {"data": {"b": "3"}}),
         (
-            {"a": "1", "added": "x"},
             {"a": "1"},
-            {"data": {"added": None}},
-        ),  # undo removes added keys
-        ({"a": "1"}, {"a": "1"}, {"data": {}}),
+            ["a", "added"],
+            "merge",
+            {"a": "9", "added": "x", "other": "o"},
+            {"a": "1", "other": "o"},
+        ),  # the step's keys restored or removed; others' stay
+        ({"a": "1"}, ["b"], "replace", {"b": "2", "late": "l"}, {"a": "1"}),  # exact
     ],
 )
-def test_data_patch_turns_current_into_exactly_wanted(
-    current: dict, wanted: dict, patch: dict
+def test_undo_restores_exactly_what_the_step_changed(
+    original: dict, keys: list, mode: str, current: dict, restored: dict
 ) -> None:
-    assert data_patch(current, wanted) == patch
+    target = undo_target(original, keys, mode)
+    assert apply_patch(current, target.patch(current)) == restored
+    assert target.reached(restored)
+
+
+def apply_patch(data: dict, patch: dict) -> dict:
+    """A JSON merge patch of `data`, as the API server applies it."""
+    out = dict(data)
+    for key, value in patch["data"].items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,61 @@ def test_events_for_run_and_step_failures() -> None:
     assert (kind, reason) == ("Warning", "StepFailed") and "boom" in message
     assert event_for(record, Transition("run", "RolledBack"))[:2] == ("Warning", "RunRolledBack")
     assert event_for(record, Transition("step", "Running", "a")) is None
+
+
+class CountingKube:
+    """Stands in for the API: records each status write."""
+
+    def __init__(self) -> None:
+        self.writes: list[dict] = []
+
+    async def merge_patch(self, what: str, path: str, body: dict) -> dict:
+        self.writes.append(body["status"])
+        return {"metadata": {"resourceVersion": str(len(self.writes))}}
+
+
+def checkpointer_and_record():
+    from reconciler.engine.record import StepPhase, StepRecord
+    from reconciler.state.checkpoint import Checkpointer
+
+    kube = CountingKube()
+    cp = Checkpointer(kube, {"metadata": {"name": "w-1", "resourceVersion": "0"}})  # type: ignore[arg-type]
+    record = RunRecord(workflow="w", run_id="w-1", content_hash="h", max_concurrent=1)
+    record.steps["a"] = StepRecord(name="a", action="X", depends_on=[], phase=StepPhase.RUNNING)
+    return kube, cp, record
+
+
+def test_a_started_step_rides_on_the_durable_write_that_follows_it() -> None:
+    import asyncio
+
+    kube, cp, record = checkpointer_and_record()
+
+    async def main() -> None:
+        await cp.hook(record, Transition("step", "Running", "a"))  # lazy
+        assert kube.writes == []
+        record.steps["a"].captured = {"replicas": 1}
+        await cp.hook(record, Transition("step", "Captured", "a"))  # must be durable now
+        assert len(kube.writes) == 1
+        await asyncio.sleep(1)  # the lazy write finds nothing left to write
+        await cp.close()
+
+    asyncio.run(main())
+    assert len(kube.writes) == 1
+    assert unpack(kube.writes[0]["record"])["steps"]["a"]["captured"] == {"replicas": 1}
+
+
+def test_close_writes_a_pending_lazy_transition_without_waiting() -> None:
+    import asyncio
+    import time
+
+    kube, cp, record = checkpointer_and_record()
+
+    async def main() -> float:
+        await cp.hook(record, Transition("step", "Running", "a"))
+        started = time.monotonic()
+        await cp.close()
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert len(kube.writes) == 1 and kube.writes[0]["currentStep"] == "a"
+    assert took < 0.4  # close did not sit out the lazy delay
