@@ -35,11 +35,12 @@ demo: $(STAMP)
 soak: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
 	RECONCILER_SOAK_CYCLES=2000 RECONCILER_CRASH_ROUNDS=6 $(BIN)/pytest -s tests/e2e/test_soak.py \
-	  tests/e2e/test_faults.py -k "sync_cycles or kill_9"
+	  tests/e2e/test_faults.py tests/e2e/test_load.py -k "sync_cycles or kill_9 or many_workflows"
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/diff_bench.py
+	$(BIN)/python bench/checkpoint_bench.py
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json

@@ -113,7 +113,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready; enums become their string values."""
-        return _plain(self)
+        return plain(self)
 
     def progress(self) -> tuple[int, int]:
         done = sum(1 for s in self.steps.values() if s.phase == StepPhase.SUCCEEDED)
@@ -133,7 +133,7 @@ _ATOMS = (str, int, float, bool, type(None))
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """What dataclasses.asdict() gives, with enums as their values, at a fraction of its
     cost: the checkpoint serialises the whole record on every write, so asdict's deepcopy of
     every leaf made a 500-step run quadratic in CPU."""
@@ -143,14 +143,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if is_dataclass(value):
         names = _FIELD_NAMES.get(kind)
         if names is None:
             names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
-        return {name: _plain(getattr(value, name)) for name in names}
+        return {name: plain(getattr(value, name)) for name in names}
     return value
 
 
@@ -218,3 +218,6 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
         steps=steps,
         rollback=rollback,
     )
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))

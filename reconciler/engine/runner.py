@@ -8,7 +8,6 @@ that is what lets a checkpoint be durable before the next step starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +27,7 @@ from reconciler.engine.record import (
 )
 from reconciler.engine.retry import backoff_delay
 from reconciler.engine.rollback import plan_rollback, run_rollback
+from reconciler.engine.slots import PrioritySlots
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.schema import StepBase, Workflow
@@ -48,7 +48,7 @@ class Engine:
         hook: Hook | None = None,
     ) -> None:
         self.actions = actions
-        self.slots = asyncio.Semaphore(global_limit) if global_limit else None
+        self.slots = PrioritySlots(global_limit) if global_limit else None
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.hook = hook
@@ -220,11 +220,24 @@ class _Run:
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
         reason: str | None = None
         message: str | None = None
+        slots = self.engine.slots
+        tickets: dict[str, asyncio.Future[None]] = {}  # global slots, held or awaited
+        finished_steps: list[str] = []
         try:
             while True:
                 while reason is None and queue.has_ready() and len(running) < limit:
                     name = queue.pop()
-                    running[asyncio.create_task(self._run_step(name), name=name)] = name
+                    ticket = None
+                    if slots is not None:
+                        ticket = tickets[name] = slots.enqueue(self.dag.priority[name])
+                    running[asyncio.create_task(self._run_step(name, ticket), name=name)] = name
+                # Finished steps give their global slots back only now, after the steps
+                # they unblocked have queued: a chain's next step competes for the slot its
+                # parent frees instead of finding it taken by whoever was already waiting.
+                for name in finished_steps:
+                    if slots is not None and name in tickets:
+                        slots.free(tickets.pop(name))
+                finished_steps.clear()
                 if not running:
                     break
                 waiters: set[asyncio.Future[Any]] = set(running)
@@ -246,6 +259,7 @@ class _Run:
                     break
                 for task in done:
                     name = running.pop(task)  # type: ignore[arg-type]
+                    finished_steps.append(name)
                     task.result()  # a hook or engine bug surfaces here, loudly
                     step = self.record.steps[name]
                     if step.phase == StepPhase.SUCCEEDED or step.continue_on_failure:
@@ -257,14 +271,16 @@ class _Run:
             if cancel_wait is not None:
                 cancel_wait.cancel()
             await _cancel_all(running)  # only non-empty if we ourselves were cancelled
+            for ticket in tickets.values():
+                slots.free(ticket)  # type: ignore[union-attr]
         return reason, message
 
     # ------------------------------------------------------------------ one step
 
-    async def _run_step(self, name: str) -> None:
-        slots = self.engine.slots
-        async with slots if slots is not None else contextlib.nullcontext():
-            await self._run_step_holding_slot(name)
+    async def _run_step(self, name: str, slot: asyncio.Future[None] | None) -> None:
+        if slot is not None:
+            await slot  # the global step limit; _run_steps gives the slot back
+        await self._run_step_holding_slot(name)
 
     async def _run_step_holding_slot(self, name: str) -> None:
         step, rec = self.steps[name], self.record.steps[name]

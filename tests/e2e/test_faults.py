@@ -258,4 +258,3 @@ def _relax(policy, namespace: str) -> bool:
         return True
     except Exception:
         return False
-

@@ -85,8 +85,11 @@ class Usage:
     pid: int
     rss_kib: list[int] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0
 
     def sample(self) -> None:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 self.rss_kib.append(int(line.split()[1]))
@@ -221,6 +224,7 @@ def test_many_workflows_at_once_all_finish_within_limits_and_flat_resources(
         ("push -> last final record", f"{elapsed:.1f} s ({total / elapsed:.0f} steps/s)"),
         ("global step limit, peak in records", f"{GLOBAL_LIMIT}, {global_peak}"),
         ("per-workflow limit, worst peak/limit", f"{worst_ratio:.2f}"),
+        ("daemon CPU", f"{usage.cpu_s:.1f} s ({usage.cpu_s / total * 1000:.1f} ms a step)"),
         ("RSS MiB start / peak / end", f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f}"),
         ("open fds start / peak / end", f"{usage.fds[0]} / {max(usage.fds)} / {usage.fds[-1]}"),
         ("samples", str(len(usage.fds))),

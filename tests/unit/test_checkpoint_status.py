@@ -120,3 +120,40 @@ def test_close_writes_a_pending_lazy_transition_without_waiting() -> None:
     took = asyncio.run(main())
     assert len(kube.writes) == 1 and kube.writes[0]["currentStep"] == "a"
     assert took < 0.4  # close did not sit out the lazy delay
+
+
+def test_packer_reuses_unchanged_steps_yet_always_packs_the_record_as_it_is() -> None:
+    """After every transition of a run with retries, a failure and a rollback, the cached
+    packing equals a fresh one: no step's change is ever missed."""
+    from reconciler.engine.errors import TransientError
+    from reconciler.state.checkpoint import RecordPacker, pack
+
+    packer, compared = RecordPacker(), []
+
+    async def hook(record: RunRecord, transition: Transition) -> None:
+        fresh = unpack(pack(record.to_dict()))
+        assert unpack(packer.pack(record)) == fresh, transition
+        compared.append(transition)
+
+    wf = workflow(
+        [
+            {"name": "a"},
+            {"name": "b", "dependsOn": ["a"], "retry": {"limit": 2, "backoff": "1s"}},
+            {"name": "c", "dependsOn": ["a"]},
+            {"name": "d", "dependsOn": ["b", "c"]},
+        ],
+        maxConcurrent=2,
+    )
+    actions = FakeActions(
+        {
+            "b": Script(errors=[TransientError("429"), None]),
+            "d": Script(errors=[PermanentError("boom")]),
+        }
+    )
+
+    async def main() -> RunRecord:
+        engine = Engine(actions, clock=Clock(wall_start=1_800_000_000), rng=random.Random(1))
+        return await engine.run(wf, hook=hook)
+
+    record = run_virtual(main)
+    assert record.phase == "RolledBack" and len(compared) > 15

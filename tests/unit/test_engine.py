@@ -412,6 +412,31 @@ def test_global_limit_is_shared_by_concurrent_workflows() -> None:
     assert actions.max_running == 4
 
 
+def test_global_slots_go_to_the_longest_remaining_path_across_workflows() -> None:
+    """A 5-step chain beside 10 independent steps, 2 global slots, 1 s a step. FIFO slots
+    queue each chain step behind the wide workflow's (the batch ends at 9 s); priority keeps
+    the chain moving and the batch at its lower bound, max(5, 15 / 2) rounded up: 8 s."""
+    actions = FakeActions()
+    wide = workflow([{"name": f"w{i}"} for i in range(10)], name="wide", maxConcurrent=10)
+    chain = workflow(
+        [{"name": "c0"}] + [{"name": f"c{i}", "dependsOn": [f"c{i - 1}"]} for i in range(1, 5)],
+        name="chain",
+    )
+
+    async def main() -> list[RunRecord]:
+        engine = Engine(actions, global_limit=2)
+        return await asyncio.gather(engine.run(wide), engine.run(chain))
+
+    records = run_virtual(main)
+    start = min(r.started for r in records if r.started is not None)
+    ends = {r.workflow: r.finished - start for r in records if r.finished is not None}
+    assert all(r.phase == RunPhase.SUCCEEDED for r in records)
+    assert actions.max_running == 2
+    chain_starts = sorted(s.started - start for s in records[1].steps.values())  # type: ignore[operator]
+    assert chain_starts[:4] == [1.0, 2.0, 3.0, 4.0]  # back to back while its path is longest
+    assert max(ends.values()) <= 8.0 + 1e-6, ends
+
+
 def test_longest_remaining_path_starts_first() -> None:
     steps = [
         {"name": "short", "timeout": "1m"},
