@@ -150,3 +150,12 @@ def _wait_default_service_account(core: k8s.CoreV1Api, namespace: str) -> None:
                 raise
         time.sleep(0.1)
     raise AssertionError(f"namespace {namespace}: no default ServiceAccount after 30s")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures measured by this run")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from figures import report
 from kubehelp import api, deployment, execution, own_node, read_deployment, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
@@ -59,7 +60,7 @@ def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
     assert "phase: Succeeded" in record and "revision: main@sha1:" in record
     report = remote.show(f"runs/scale-web/{run_id}.md")
     assert "```mermaid" in report and "flowchart LR" in report and "gantt" in report
-    print(f"push-to-record latency (local watch): {latency:.2f}s")
+    report(f"push-to-record latency (local watch): {latency:.2f}s")
 
     # a formatting-only change runs nothing
     before = len(remote.log())
@@ -138,7 +139,7 @@ def test_webhook_signature_and_immediate_sync(
     wait_for(
         lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 10, "sync after webhook"
     )
-    print(f"webhook-to-change latency: {time.time() - sent:.2f}s")
+    report(f"webhook-to-change latency: {time.time() - sent:.2f}s")
     wait_for(lambda: record_commits(remote, "hooked", "Succeeded"), 30, "record")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from figures import report
 from kubehelp import api, deployment, own_node, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
@@ -198,7 +199,7 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
 
     audit = os.environ.get("RECONCILER_E2E_AUDIT_LOG")
     if not audit or not Path(audit).exists():
-        print("\nno audit log on this cluster: RBAC proven sufficient, minimality not checked")
+        report("\nno audit log on this cluster: RBAC proven sufficient, minimality not checked")
         return
     used: set[tuple[str, str, str]] = set()
     denied = []
@@ -215,7 +216,7 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
             denied.append((ref.get("apiGroup", ""), resource, event["verb"]))
     assert not denied, f"the ServiceAccount was refused: {sorted(set(denied))}"
     unused = granted_permissions() - used - set(JUSTIFIED)
-    print(
+    report(
         "\npermissions used by the daemon's ServiceAccount:\n  "
         + "\n  ".join(map(str, sorted(used)))
     )

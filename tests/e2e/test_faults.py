@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from figures import report
 from kubehelp import api, deployment, execution, own_node, read_deployment, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
@@ -95,7 +96,7 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
             kills += 1
         else:
             wait_for(finished, 120, "run finished after the last restart")
-    print(f"\ncrash test: {kills} kill -9 at progress {progress_at_kill}, then the run finished")
+    report(f"\ncrash test: {kills} kill -9 at progress {progress_at_kill}, then the run finished")
     (run_id,) = _run_ids(api, name)
     status = execution(api, run_id)["status"]
     assert status["phase"] == "Succeeded" and status["progress"] == "10/10"

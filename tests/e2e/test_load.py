@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from figures import report
 from kubehelp import api, deployment, execution, fake_node, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
@@ -229,9 +230,9 @@ def test_many_workflows_at_once_all_finish_within_limits_and_flat_resources(
         ("open fds start / peak / end", f"{usage.fds[0]} / {max(usage.fds)} / {usage.fds[-1]}"),
         ("samples", str(len(usage.fds))),
     ]
-    print("\nload test")
+    report("\nload test")
     for what, value in table:
-        print(f"  {what:<40} {value}")
+        report(f"  {what:<40} {value}")
     assert max(rss) < memory_limit_mib(), "over the Deployment's memory limit"
     # kept-alive API connections are bounded by the pool; anything per step or per run would
     # show up as thousands here
@@ -288,6 +289,7 @@ spec:
         "all ten at the gate",
     )
     a.kill()  # the leader dies with ten runs in flight
+    killed = time.monotonic()
     try:
         fake_node(api, gate_node)  # open the gate
         wait_for(
@@ -313,5 +315,10 @@ spec:
                 "after": "1",
             }
         assert b.logs().count("resuming") >= 10  # from a's checkpoints, not started afresh
+        report(
+            "\nleader failover under load: leader killed with 10 runs at the gate; 10/10 "
+            f"finished by the standby, one final record each, {time.monotonic() - killed:.1f}s "
+            "after the kill"
+        )
     finally:
         core.delete_node(gate_node)

@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from figures import report
 from kubehelp import api, api_client  # noqa: F401  (fixture)
 
 from reconciler.actions.kube import Kube
@@ -95,10 +96,10 @@ def test_sync_cycles_do_not_leak(api, kubeconfig, tmp_path: Path) -> None:
         return samples
 
     samples = asyncio.run(main())
-    print(f"\nsoak: {CYCLES} sync cycles (fetch + diff each; a re-parse every 10th)")
-    print(f"{'cycle':>6} | {'fds':>4} | {'children':>8} | {'RSS MiB':>8}")
+    report(f"\nsoak: {CYCLES} sync cycles (fetch + diff each; a re-parse every 10th)")
+    report(f"{'cycle':>6} | {'fds':>4} | {'children':>8} | {'RSS MiB':>8}")
     for cycle, fd, kids, rss in samples:
-        print(f"{cycle:>6} | {fd:>4} | {kids:>8} | {rss / 1024:>8.1f}")
+        report(f"{cycle:>6} | {fd:>4} | {kids:>8} | {rss / 1024:>8.1f}")
     (_, fd_10, _, rss_10), (_, fd_end, kids_end, rss_end) = samples[1], samples[-1]
     assert kids_end == 0, "git processes left running"
     assert fd_end - fd_10 <= 4, f"file descriptors grew from {fd_10} to {fd_end}"

@@ -8,6 +8,7 @@ import json
 import subprocess
 
 from daemonhelp import LOGS, REMOTES
+from figures import report
 from kubehelp import SECRETS, api  # noqa: F401  (fixture)
 from kubernetes import client as k8s
 
@@ -35,7 +36,7 @@ def test_no_secret_value_reached_git_logs_or_events(api) -> None:
     )
     places["workflowexecutions"] = json.dumps(executions)
     leaks = [(where, n) for where, text in places.items() for n in needles if n in text]
-    print(
+    report(
         f"\nsecret scan: {len(SECRETS)} values, {len(REMOTES)} remotes, {len(LOGS)} daemon logs, "
         f"{len(events)} events, {len(executions['items'])} executions: {len(leaks)} leaks"
     )
