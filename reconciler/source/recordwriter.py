@@ -1,7 +1,8 @@
 """Record commits, in order, never lost: each commit is spooled to disk before it is tried,
 pushed by one worker (fetch, build on the remote head, push; on rejection or an unreachable
 remote, back off and try again — forever, never forcing), and deleted from the spool only
-once the remote has it. A restarted daemon pushes what its predecessor left in the spool;
+once the remote has it. Records that queue up while a push is in flight go out together:
+one commit each, one push. A restarted daemon pushes what its predecessor left in the spool;
 re-pushing content the remote already has makes no commit, so nothing is recorded twice.
 """
 
@@ -19,6 +20,7 @@ from reconciler.source.git import GitError, GitRepo
 
 log = logging.getLogger(__name__)
 Files = dict[str, bytes | None]
+MAX_BATCH = 50  # records per push: bounds the work redone when a push is rejected
 
 
 class RecordWriter:
@@ -67,26 +69,38 @@ class RecordWriter:
 
     async def run(self) -> None:
         while True:
-            path = await self.queue.get()
-            entry = json.loads(path.read_text())
-            files = {
-                p: None if c is None else base64.b64decode(c) for p, c in entry["files"].items()
-            }
+            batch = [await self.queue.get()]
+            # whatever else is already spooled goes in the same push (one commit each)
+            while not self.queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(self.queue.get_nowait())
+            changes = [self._load(path) for path in batch]
             delay = 1.0
             while True:
                 try:
-                    await self.git.push_files(files, entry["message"])
+                    await self.git.push_commits(changes)
                     break
                 except GitError as err:
                     self.metrics.push_retries.inc()
-                    log.warning("record commit %r not pushed yet: %s", entry["message"], err)
+                    log.warning(
+                        "%d record commit(s) not pushed yet (first %r): %s",
+                        len(changes),
+                        changes[0][1],
+                        err,
+                    )
                     await asyncio.sleep(delay)
                     delay = min(60.0, delay * 2)
-            path.unlink(missing_ok=True)
-            self.pushed += 1
+            for path in batch:
+                path.unlink(missing_ok=True)
+            self.pushed += len(batch)
             self.metrics.records_pending.set(self.queue.qsize())
             if self.queue.empty():
                 self.idle.set()
+
+    @staticmethod
+    def _load(path: Path) -> tuple[Files, str]:
+        entry = json.loads(path.read_text())
+        files = {p: None if c is None else base64.b64decode(c) for p, c in entry["files"].items()}
+        return files, entry["message"]
 
     async def drain(self) -> None:
         await self.idle.wait()

@@ -183,6 +183,60 @@ spec:
     assert "offline run" in subjects  # nothing force-pushed away
 
 
+def test_slow_git_remote_delays_records_not_runs(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """Every push of the daemon takes 4 s (a pre-receive hook): three runs still change the
+    cluster at once; their records arrive later, all of them, those that queued meanwhile
+    together in one push."""
+    for name in ("a", "b", "c"):
+        deployment(api, namespace, name, replicas=1)
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  if [ "$(git log -1 --format=%an $new)" = reconciler ]; then\n'
+        f"    echo push >> {tmp_path / 'pushes'}; sleep 4\n"
+        "  fi\n"
+        "done\nexit 0\n"
+    )
+    hook.chmod(0o755)
+    daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    daemons.append(daemon)
+    for name in ("a", "b", "c"):
+        remote.write(
+            f"workflows/{name}.yaml",
+            f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: slow-{name}}}
+spec:
+  steps:
+    - {{name: s, action: ScaleDeployment, target: {{namespace: {namespace}, name: {name}}}, params: {{replicas: 2}}, timeout: 60s}}
+""",
+        )
+    remote.commit_all("three runs, slow remote")
+    pushed = time.monotonic()
+
+    def records() -> list[str]:
+        return [s for s in remote.log() if s.startswith("reconciler: slow-")]
+
+    wait_for(
+        lambda: all(read_deployment(api, namespace, n).spec.replicas == 2 for n in "abc"),
+        30,
+        "all three runs changed the cluster",
+    )
+    ran = time.monotonic() - pushed
+    assert len(records()) < 6, "the runs waited for the slow remote"
+    wait_for(lambda: len(records()) == 6, 120, "every record (Running + final, three runs)")
+    recorded = time.monotonic() - pushed
+    assert sum(" Succeeded (" in s for s in records()) == 3
+    pushes = (tmp_path / "pushes").read_text().count("push")
+    assert pushes < 6, "records queued behind a slow push go out together"
+    report(
+        f"\nslow git remote (4 s a push): 3 runs changed the cluster {ran:.1f}s after the push;"
+        f" all 6 records on the remote after {recorded:.1f}s, in {pushes} pushes"
+    )
+
+
 def test_api_server_down_for_20s_mid_run_pauses_then_completes(
     api, namespace, kubeconfig, kwok_cluster, remote, daemons, own_node, tmp_path: Path
 ) -> None:

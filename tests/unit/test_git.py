@@ -179,3 +179,32 @@ def test_ssh_signatures_are_made_and_verified(remote: tuple[Path, Path], tmp_pat
     unsigned_ok, signed_ok = run(main())
     assert not unsigned_ok  # the people's commit is not signed by the allowed key
     assert signed_ok  # the daemon's record commit is
+
+
+def test_queued_records_go_out_as_one_commit_each_in_one_push(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bare, _ = remote
+    hook = bare / "hooks" / "post-receive"  # counts pushes as the remote sees them
+    hook.write_text(f"#!/bin/sh\necho push >> {tmp_path / 'pushes'}\n")
+    hook.chmod(0o755)
+    git = repo(bare, tmp_path)
+
+    async def main() -> None:
+        await git.ensure()
+        await git.push_commits(
+            [
+                ({"runs/a.md": b"1\n"}, "reconciler: a Running"),
+                ({"runs/a.md": b"1\n"}, "no change, no commit"),
+                ({"runs/a.md": b"2\n", "runs/b.md": b"3\n"}, "reconciler: a Succeeded"),
+            ]
+        )
+
+    run(main())
+    assert sh("git", "log", "--format=%s", "-3", "main", cwd=bare).splitlines() == [
+        "reconciler: a Succeeded",
+        "reconciler: a Running",
+        "workflows",
+    ]
+    assert sh("git", "show", "main:runs/a.md", cwd=bare) == "2"
+    assert (tmp_path / "pushes").read_text().count("push") == 1
