@@ -11,8 +11,15 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import yaml as pyyaml
 from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from figures import report
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubehelp import api, deployment, read_deployment, wait_for  # noqa: F401
+
+from reconciler.manifest.loader import load_paths, reject_duplicate_names
+from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -96,3 +103,108 @@ spec:
     )
     assert big.stdout == b"413"
     assert daemon.get("/healthz")[0] == 200
+
+
+# Generated input: hypothesis draws a batch of 30 manifests, half random structures in the
+# Workflow's shape, half the valid manifest with a random slice replaced by random text.
+# The oracle is the loader itself, run here on the same files: every file it rejects must
+# be in runs/_errors.md at the line it names, every file it accepts must have run.
+SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+STEP = st.dictionaries(
+    st.sampled_from(["name", "action", "dependsOn", "target", "params", "timeout", "retry"]),
+    VALUES | st.sampled_from(["ScaleDeployment", "DrainNode", "5m", "web"]),
+    max_size=6,
+)
+SPEC = st.fixed_dictionaries({"steps": st.lists(STEP, max_size=4)}, optional={"timeout": VALUES})
+MANGLE = st.tuples(st.integers(0, 400), st.integers(0, 40), st.text(max_size=30))
+
+
+def _valid(name: str, namespace: str) -> str:
+    return f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  steps:
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
+"""
+
+
+@settings(
+    max_examples=1,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),  # one example; fixtures are per test by design
+)
+@given(batch=st.lists(st.one_of(SPEC, MANGLE), min_size=30, max_size=30))
+def test_generated_manifests_each_get_their_recorded_error_and_the_daemon_stays_up(
+    batch, api, namespace, kubeconfig, tmp_path: Path
+) -> None:
+    root = tmp_path / uuid.uuid4().hex[:8]
+    root.mkdir()
+    remote = Remote(root)
+    deployment(api, namespace, "web", replicas=1)
+    files: dict[str, str] = {}
+    for i, item in enumerate(batch):
+        if isinstance(item, dict):
+            doc = {
+                "apiVersion": "reconciler.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": f"gen-{i}"},
+                "spec": item,
+            }
+            files[f"gen-{i}.yaml"] = pyyaml.safe_dump(doc)
+        else:
+            at, length, text = item
+            good = _valid(f"gen-{i}", namespace)
+            files[f"gen-{i}.yaml"] = good[:at] + text + good[at + length :]
+    files["valid.yaml"] = _valid("valid", namespace)
+    for name, text in files.items():
+        remote.write(f"workflows/{name}", text)
+    oracle_policy = Policy(protected=frozenset([*DEFAULT_PROTECTED, "reconciler-system"]))
+    oracle = reject_duplicate_names(
+        load_paths(sorted((remote.clone / "workflows").glob("*.yaml")), oracle_policy)
+    )
+    daemon = Daemon(str(remote.bare), root / "work", kubeconfig, "--interval", "3600").start()
+    try:
+        before = sh("git", "rev-parse", "HEAD", cwd=remote.clone)
+        remote.commit_all("generated input")
+        wait_for(
+            lambda: any(s.startswith("reconciler: valid ") for s in remote.log()), 60, "valid ran"
+        )
+        errors = wait_for(lambda: remote.show("runs/_errors.md"), 30, "errors recorded")
+        rejected = {Path(issue.file).name: issue for issue in oracle.issues}
+        assert rejected, "a batch of random manifests with no invalid one: the oracle is broken"
+        for name, issue in rejected.items():
+            assert f"| `workflows/{name}` | {issue.line} |" in errors, (name, files[name])
+        for loaded in oracle.workflows:
+            if loaded.name != "valid":
+                wait_for(
+                    lambda n=loaded.name: any(
+                        s.startswith(f"reconciler: {n} ") for s in remote.log()
+                    ),
+                    60,
+                    f"{loaded.name} (valid) ran",
+                )
+        assert daemon.get("/healthz")[0] == 200 and daemon.proc.poll() is None
+        changed = sh(
+            "git",
+            "log",
+            "--format=",
+            "--name-only",
+            "--author=reconciler",
+            f"{before}..main",
+            cwd=remote.bare,
+        )
+        assert all(line.startswith("runs/") for line in changed.splitlines() if line)
+        report(
+            f"\ngenerated manifests: {len(batch)} drawn, {len(rejected)} rejected and recorded "
+            f"at their line, {len(oracle.workflows) - 1} valid and run; daemon up"
+        )
+    finally:
+        daemon.stop()
