@@ -58,8 +58,8 @@ def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
     ]
     record = remote.show(f"runs/scale-web/{run_id}.yaml")
     assert "phase: Succeeded" in record and "revision: main@sha1:" in record
-    report = remote.show(f"runs/scale-web/{run_id}.md")
-    assert "```mermaid" in report and "flowchart LR" in report and "gantt" in report
+    markdown = remote.show(f"runs/scale-web/{run_id}.md")
+    assert "```mermaid" in markdown and "flowchart LR" in markdown and "gantt" in markdown
     report(f"push-to-record latency (local watch): {latency:.2f}s")
 
     # a formatting-only change runs nothing
@@ -80,6 +80,25 @@ def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
     assert read_deployment(api, namespace, "web").spec.replicas == 3
     status, metrics = daemon.get("/metrics")
     assert status == 200 and 'reconciler_runs_total{phase="Succeeded"} 2.0' in metrics
+
+
+def test_polling_a_remote_url_picks_up_a_push(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """A remote given as a URL is polled (ls-remote every --interval, fetched only when the
+    head moved); no watch, no webhook."""
+    deployment(api, namespace, "web", replicas=1)
+    daemon = Daemon(
+        f"file://{remote.bare}", tmp_path / "work", kubeconfig, "--interval", "2"
+    ).start()
+    daemons.append(daemon)
+    remote.write("workflows/scale.yaml", scale_workflow("polled", namespace, 2))
+    pushed = time.time()
+    remote.commit_all("scale web to 2")
+    wait_for(lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "polled")
+    latency = time.time() - pushed
+    wait_for(lambda: record_commits(remote, "polled", "Succeeded"), 30, "record commit")
+    report(f"push-to-change latency (polling, --interval 2s): {latency:.2f}s")
 
 
 def test_invalid_manifest_is_recorded_and_valid_ones_still_run(
