@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from figures import report
 from kubehelp import api, api_client  # noqa: F401  (fixture)
 
@@ -52,6 +53,7 @@ def git(*args: str, cwd: Path, stdin: str | None = None) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.timeout(max(300, CYCLES))  # about 0.1-0.3 s a cycle; 2,000 in make soak
 def test_sync_cycles_do_not_leak(api, kubeconfig, tmp_path: Path) -> None:
     bare = tmp_path / "remote.git"
     git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=tmp_path)
