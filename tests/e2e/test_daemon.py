@@ -10,7 +10,16 @@ from pathlib import Path
 
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
 from figures import report
-from kubehelp import api, deployment, execution, own_node, read_deployment, wait_for  # noqa: F401
+from kubehelp import (  # noqa: F401
+    api,
+    configmap_data,
+    deployment,
+    execution,
+    fake_node,
+    own_node,
+    read_deployment,
+    wait_for,
+)
 from kubernetes import client as k8s
 
 
@@ -225,6 +234,56 @@ def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
     assert len(jobs) == 1  # the counter Job ran once
     we = execution(api, run_id)
     assert we["status"]["phase"] == "Succeeded" and we["status"]["progress"] == "7/7"
+
+
+def test_workflow_changed_while_running_finishes_then_the_new_version_runs(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """v1 waits at a gate (a Deployment whose pod needs a node that does not exist yet) when
+    v2 is pushed: v1 is not interrupted, v2 waits in the queue, and runs once v1 is done."""
+    core = k8s.CoreV1Api(api)
+    gate_node = f"{namespace}-gate"
+    deployment(api, namespace, "gated", replicas=0, node=gate_node)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "ver"}, "data": {}})
+    daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
+    daemons.append(daemon)
+    gate = (
+        "    - {name: gate, action: ScaleDeployment, target: {namespace: NS, name: gated},"
+        " params: {replicas: 1}, timeout: 5m}\n"
+    ).replace("NS", namespace)
+    head = "apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\nmetadata: {name: evolving}\n"
+    note = (
+        "    - {name: note, action: UpdateConfigMap, dependsOn: [gate],"
+        f' target: {{namespace: {namespace}, name: ver}}, params: {{data: {{v: "2"}}}}}}\n'
+    )
+    remote.write("workflows/evolving.yaml", head + "spec:\n  steps:\n" + gate)
+    remote.commit_all("v1")
+    v1 = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, "evolving", "Running")), None),
+        30,
+        "v1 started",
+    )
+    wait_for(
+        lambda: (execution(api, v1) or {}).get("status", {}).get("currentStep") == "gate",
+        30,
+        "v1 at the gate",
+    )
+    remote.write("workflows/evolving.yaml", head + "spec:\n  steps:\n" + gate + note)
+    remote.commit_all("v2 while v1 runs")
+    wait_for(lambda: "reconciler_queue_depth 1.0" in daemon.get("/metrics")[1], 30, "v2 queued")
+    time.sleep(2)
+    assert len(record_commits(remote, "evolving", "Running")) == 1  # v2 has not started
+    assert (execution(api, v1) or {})["status"]["phase"] == "Running"  # v1 not interrupted
+    fake_node(api, gate_node)  # open the gate
+    try:
+        wait_for(lambda: len(record_commits(remote, "evolving", "Succeeded")) == 2, 90, "both ran")
+        subjects = list(reversed(remote.log()))  # oldest first
+        mine = [s for s in subjects if s.startswith("reconciler: evolving ")]
+        assert [s.split()[2] == v1 for s in mine] == [True, True, False, False], mine
+        assert " Succeeded (1/1 steps" in mine[1] and " Succeeded (2/2 steps" in mine[3]
+        assert configmap_data(api, namespace, "ver") == {"v": "2"}
+    finally:
+        core.delete_node(gate_node)
 
 
 def test_workflow_deleted_while_running_is_cancelled_and_rolled_back(
