@@ -124,6 +124,9 @@ def errors_markdown(issues: list[ManifestIssue]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+MAX_RECORD_COMMITS_SKIPPED = 1000
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, kube: Kube) -> None:
         self.config = config
@@ -298,20 +301,61 @@ class Daemon:
             self.metrics.sync_duration.observe(time.monotonic() - start)
         self._start_queued()
 
+    async def _signature_subject(self, head: str) -> str:
+        """The commit whose signature decides whether `head` runs: head itself, unless it
+        (and the commits below it on the first-parent line) only touch the records path. Those
+        are the daemon's own record commits, unsigned unless --signing-key is given; they
+        cannot change what executes, and refusing them would refuse every revision after a
+        record. Empty commits are judged (signing one approves the tree, as with Flux)."""
+        prefix = self.config.records_path.rstrip("/") + "/"
+        commit = head
+        for _ in range(MAX_RECORD_COMMITS_SKIPPED):
+            parent = await self.git.first_parent(commit)
+            if parent is None:
+                return commit
+            changed = await self.git.changed_paths(parent, commit)
+            if not changed or any(not p.startswith(prefix) for p in changed):
+                return commit
+            commit = parent
+        return head  # a very long run of record commits: judge the head itself
+
+    async def _verified(self, head: str) -> bool:
+        """--verify-signatures: record a refusal, or clear an earlier one once a signed
+        revision arrives."""
+        assert self.config.allowed_signers is not None
+        refused_path = f"{self.config.records_path.rstrip('/')}/_refused.md"
+        judged = await self._signature_subject(head)
+        if await self.git.verify_commit(judged, self.config.allowed_signers):
+            if any(
+                e.path == refused_path
+                for e in await self.git.ls_tree(head, self.config.records_path)
+            ):
+                self.writer.submit(
+                    {refused_path: None}, "reconciler: signed revision, running again"
+                )
+            return True
+        log.error(
+            "revision %s@sha1:%s is not signed by an allowed key (judged commit %s):"
+            " not executing it",
+            self.config.branch,
+            head,
+            judged,
+        )
+        # Names the judged commit, not the head: the head moves with every record commit,
+        # and a file naming it would commit itself forever.
+        message = (
+            f"# Refused revision\n\nCommit `{judged}` on `{self.config.branch}` is not signed"
+            " by an allowed key, so nothing in it was executed. Commits that only touch the"
+            " records path are not judged; the next signed commit runs.\n"
+        ).encode()
+        self.writer.submit(
+            {refused_path: message}, f"reconciler: refused unsigned revision {judged[:12]}"
+        )
+        return False
+
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"
-        if self.config.allowed_signers is not None and not await self.git.verify_commit(
-            head, self.config.allowed_signers
-        ):
-            log.error("revision %s is not signed by an allowed key: not executing it", revision)
-            message = (
-                f"# Refused revision\n\n`{revision}` is not signed by an allowed key,"
-                " so nothing in it was executed.\n"
-            ).encode()
-            self.writer.submit(
-                {f"{self.config.records_path.rstrip('/')}/_refused.md": message},
-                f"reconciler: refused unsigned revision {head[:12]}",
-            )
+        if self.config.allowed_signers is not None and not await self._verified(head):
             return
         desired = await self.cache.desired(self.git, head, self.config.path)
         await self._record_errors(desired.issues)

@@ -307,6 +307,13 @@ class GitRepo:
         out = (await self.git("log", "-1", "--format=%ae%n%s", commit)).decode().split("\n", 1)
         return out[0], out[1].strip() if len(out) > 1 else ""
 
+    async def first_parent(self, commit: str) -> str | None:
+        try:
+            out = await self.git("rev-parse", "--verify", "--quiet", f"{commit}^1")
+        except GitError:
+            return None  # a root commit
+        return out.decode().strip() or None
+
     async def changed_paths(self, old: str, new: str) -> list[str]:
         out = await self.git("diff", "--name-only", "-z", old, new)
         return [p for p in out.decode(errors="surrogateescape").split("\0") if p]

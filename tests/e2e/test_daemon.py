@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
 from figures import report
 from kubehelp import (  # noqa: F401
     api,
@@ -284,6 +284,50 @@ def test_workflow_changed_while_running_finishes_then_the_new_version_runs(
         assert configmap_data(api, namespace, "ver") == {"v": "2"}
     finally:
         core.delete_node(gate_node)
+
+
+def test_only_signed_revisions_run_and_a_refusal_is_recorded(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """--verify-signatures=ssh: an unsigned head runs nothing and is recorded in
+    runs/_refused.md; the same change signed by an allowed key runs and clears the refusal;
+    the daemon's own (unsigned) record commits are not judged, so they neither block the
+    signed revision nor refuse themselves in a loop."""
+    deployment(api, namespace, "web", replicas=1)
+    key = tmp_path / "sre_ed25519"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sre", "-f", str(key), cwd=tmp_path)
+    kind, public = (tmp_path / "sre_ed25519.pub").read_text().split()[:2]
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"sre@example.com {kind} {public}\n")
+    daemon = Daemon(
+        str(remote.bare),
+        tmp_path / "work",
+        kubeconfig,
+        "--interval",
+        "3600",
+        "--verify-signatures",
+        "ssh",
+        "--allowed-signers",
+        str(allowed),
+    ).start()
+    daemons.append(daemon)
+    remote.write("workflows/scale.yaml", scale_workflow("signed", namespace, 2))
+    unsigned = remote.commit_all("unsigned change")
+    wait_for(lambda: unsigned in (remote.show("runs/_refused.md") or ""), 30, "refusal recorded")
+    time.sleep(2)
+    assert read_deployment(api, namespace, "web").spec.replicas == 1  # nothing executed
+    assert not record_commits(remote, "signed")
+    refusals = sum(s.startswith("reconciler: refused") for s in remote.log())
+    for args in (("gpg.format", "ssh"), ("user.signingkey", str(key))):
+        sh("git", "config", *args, cwd=remote.clone)
+    sh("git", "pull", "--quiet", "--rebase", "origin", "main", cwd=remote.clone)
+    sh("git", "commit", "--quiet", "--allow-empty", "-S", "-m", "signed", cwd=remote.clone)
+    remote.push()
+    wait_for(lambda: record_commits(remote, "signed", "Succeeded"), 30, "the signed head ran")
+    assert read_deployment(api, namespace, "web").spec.replicas == 2
+    wait_for(lambda: remote.show("runs/_refused.md") is None, 30, "the refusal cleared")
+    time.sleep(2)  # the record commits (unsigned, the daemon's) were synced meanwhile
+    assert sum(s.startswith("reconciler: refused") for s in remote.log()) == refusals
 
 
 def test_workflow_deleted_while_running_is_cancelled_and_rolled_back(
