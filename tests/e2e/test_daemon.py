@@ -4,6 +4,8 @@ control plane. Push -> cluster change -> record commit; crash safety; webhook; H
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -328,6 +330,52 @@ def test_only_signed_revisions_run_and_a_refusal_is_recorded(
     wait_for(lambda: remote.show("runs/_refused.md") is None, 30, "the refusal cleared")
     time.sleep(2)  # the record commits (unsigned, the daemon's) were synced meanwhile
     assert sum(s.startswith("reconciler: refused") for s in remote.log()) == refusals
+
+
+def test_daemon_once_runs_what_is_new_and_exits_with_its_status(
+    api, namespace, kubeconfig, remote, tmp_path: Path
+) -> None:
+    """`reconciler daemon --once`: one sync, wait for the runs it started, push their
+    records, exit 1 if any failed; run again with nothing new: exit 0, no commit."""
+    deployment(api, namespace, "web", replicas=1)
+    remote.write("workflows/ok.yaml", scale_workflow("once-ok", namespace, 2))
+    remote.write(
+        "workflows/bad.yaml", scale_workflow("once-bad", namespace, 2, deployment_name="nope")
+    )
+    remote.commit_all("two workflows")
+
+    def once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "daemon",
+                "--repo",
+                str(remote.bare),
+                "--workdir",
+                str(tmp_path / "work"),
+                "--kubeconfig",
+                kubeconfig,
+                "--listen",
+                "127.0.0.1:0",
+                "--once",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = once()
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert record_commits(remote, "once-ok", "Succeeded")  # pushed before it exited
+    assert record_commits(remote, "once-bad", "Failed")
+    assert read_deployment(api, namespace, "web").spec.replicas == 2
+    commits = len(remote.log())
+    second = once()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert len(remote.log()) == commits  # nothing new ran, nothing committed
 
 
 def test_workflow_deleted_while_running_is_cancelled_and_rolled_back(
