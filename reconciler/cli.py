@@ -122,6 +122,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         lease_namespace=args.lease_namespace,
         capture_namespace=args.capture_namespace,
         once=args.once,
+        execution_history=args.execution_history,
         plan_branches=args.plan_branches,
         policy=_policy(args),
     )
@@ -135,6 +136,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return asyncio.run(Daemon(config, kube).run())
     except KeyboardInterrupt:
         return 130
+
+
+def _history(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -284,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture-namespace", default=env("RECONCILER_NAMESPACE", "reconciler-system"))
     p.add_argument(
         "--once", action="store_true", help="one sync, wait for its runs, exit with their status"
+    )
+    p.add_argument(
+        "--execution-history",
+        type=_history,
+        metavar="N",
+        default=env("RECONCILER_EXECUTION_HISTORY", "10"),
+        help="finished WorkflowExecutions kept per workflow once their record is in git; older"
+        " ones are deleted with what they own, so `reconciler rollback` reaches back N runs"
+        " ('all': keep every one; default 10)",
     )
     p.add_argument(
         "--plan-branches",

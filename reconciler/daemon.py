@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.actions.kube import Kube
 from reconciler.dryrun import dry_run_workflow
@@ -41,6 +42,7 @@ from reconciler.source.git import Credentials, GitError, GitRepo
 from reconciler.source.recordwriter import RecordWriter
 from reconciler.state.checkpoint import execution_path, unpack
 from reconciler.state.desired import ManifestCache, recorded_run_ids
+from reconciler.state.history import executions_to_prune
 from reconciler.state.lease import LeaderElector
 from reconciler.state.records import render_markdown, render_yaml
 
@@ -71,6 +73,8 @@ class DaemonConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     capture_namespace: str = "reconciler-system"
     once: bool = False
+    # finished WorkflowExecutions kept per workflow once their record is in git (None: all)
+    execution_history: int | None = 10
     plan_branches: str | None = None  # glob: such branches are planned, never executed
     policy: Policy = field(default_factory=Policy)
 
@@ -360,7 +364,8 @@ class Daemon:
         desired = await self.cache.desired(self.git, head, self.config.path)
         await self._record_errors(desired.issues)
         recorded = await recorded_run_ids(self.git, head, self.config.records_path)
-        live = await self._live_executions()
+        executions = await self.kube.list_metadata("workflowexecutions", execution_path())
+        live = {meta["name"] for meta in executions}
         names = {w.name for w in desired.workflows}
         for loaded in desired.workflows:
             if loaded.run_id in recorded or loaded.run_id in live:
@@ -378,6 +383,7 @@ class Daemon:
                 log.info("workflow %s was deleted while running: cancelling", name)
                 handle.cancel.set()
         self.metrics.queue_depth.set(len(self.queued))
+        await self._prune_executions(executions, recorded)
 
     async def _plan_branches(self) -> None:
         """The pull-request view: for a matching branch, validate, plan and server-side dry-run
@@ -430,12 +436,18 @@ class Daemon:
         )
         self.writer.submit({path: content}, message)
 
-    async def _live_executions(self) -> dict[str, str]:
-        listing = await self.kube.get("workflowexecutions", execution_path())
-        return {
-            i["metadata"]["name"]: (i.get("status") or {}).get("phase", "Pending")
-            for i in listing.get("items", [])
-        }
+    async def _prune_executions(self, items: list[dict[str, Any]], recorded: set[str]) -> None:
+        if self.config.execution_history is None:
+            return
+        for name in executions_to_prune(
+            items, recorded, self.config.execution_history, RUNNER_LABEL
+        ):
+            await self.kube.delete(
+                f"workflowexecution {name}",
+                execution_path(name),
+                {"propagationPolicy": "Background"},  # its Jobs and capture Secrets go too
+            )
+            log.info("deleted finished execution %s: its record is in git", name)
 
     # ------------------------------------------------------------------ runs
 

@@ -38,6 +38,8 @@ WRITES_DONE: contextvars.ContextVar[int] = contextvars.ContextVar("writes_done",
 # 409 Conflict (optimistic concurrency), 429 Too Many Requests / PDB-blocked eviction,
 # 5xx from an overloaded or restarting API server, 410 Gone (stale list): may succeed later.
 TRANSIENT_STATUS = {409, 410, 429, 500, 502, 503, 504}
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+LIST_PAGE = 500
 API_CONNECTIONS = 32  # at most this many open to the API server at rest
 
 
@@ -165,6 +167,7 @@ class Kube:
         body: Any = None,
         query: dict[str, Any] | None = None,
         content_type: str | None = None,
+        accept: str | None = None,
     ) -> dict[str, Any]:
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         response = self.dynamic.request(
@@ -175,6 +178,7 @@ class Kube:
             content_type=content_type,
             serialize=False,
             _request_timeout=REQUEST_TIMEOUT,
+            **({"header_params": {"Accept": accept}} if accept else {}),
         )
         raw = response.data.decode("utf-8") if hasattr(response, "data") else response
         return json.loads(raw) if raw else {}
@@ -196,6 +200,27 @@ class Kube:
         self, what: str, path: str, query: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         return await self.call(what, lambda: self._request("GET", path, query=query))
+
+    async def list_metadata(
+        self, what: str, path: str, query: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The metadata of the objects a list returns, a page at a time: the daemon asks on
+        every revision, and full objects (a WorkflowExecution carries its whole packed
+        record) would make that cost grow with every run kept."""
+        items: list[dict[str, Any]] = []
+        page_query = {**(query or {}), "limit": LIST_PAGE}
+        while True:
+            page = await self.call(
+                what,
+                lambda q=dict(page_query): self._request(
+                    "GET", path, query=q, accept=METADATA_LIST
+                ),
+            )
+            items += [item["metadata"] for item in page.get("items", [])]
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            page_query["continue"] = token
 
     async def find(self, what: str, path: str) -> dict[str, Any] | None:
         """GET that returns None for 404 instead of failing."""
