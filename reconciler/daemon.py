@@ -16,11 +16,12 @@ import fnmatch
 import logging
 import os
 import random
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from reconciler.actions.kube import Kube
@@ -47,6 +48,8 @@ from reconciler.state.lease import LeaderElector
 from reconciler.state.records import render_markdown, render_yaml
 
 log = logging.getLogger("reconciler.daemon")
+FINAL_PHASE_LINE = re.compile(r"^phase: (\w+)$", re.MULTILINE)  # the record's own, unindented
+FINISHED_PHASES = {p.value for p in RunPhase if p.finished}
 RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 
 
@@ -128,9 +131,6 @@ def errors_markdown(issues: list[ManifestIssue]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-MAX_RECORD_COMMITS_SKIPPED = 1000
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig, kube: Kube) -> None:
         self.config = config
@@ -150,10 +150,11 @@ class Daemon:
         self.cache = ManifestCache(policy=config.policy)
         self.running: dict[str, RunHandle] = {}
         self.queued: dict[str, tuple[LoadedWorkflow, str]] = {}
-        self.finished: list[RunRecord] = []
+        self.unsuccessful = 0  # runs that did not succeed (--once exits 1); no records kept
         self.crashed = 0
         self.wake = asyncio.Event()
         self.synced_head: str | None = None
+        self._judged: dict[str, str] = {}  # commit -> the commit whose signature decides it
         self.last_errors: bytes | None = None
         self.git_ok = False
         self.api_ok = False
@@ -235,7 +236,7 @@ class Daemon:
                     )
                     self._start_queued()
                 await self.writer.drain()
-                ok = not self.crashed and all(r.phase == RunPhase.SUCCEEDED for r in self.finished)
+                ok = not self.crashed and not self.unsuccessful
                 return 0 if ok else 1
             lost = self.elector.lost.wait() if self.elector else asyncio.Event().wait()
             jitter = self.config.interval * random.uniform(-0.1, 0.1)
@@ -307,21 +308,33 @@ class Daemon:
 
     async def _signature_subject(self, head: str) -> str:
         """The commit whose signature decides whether `head` runs: head itself, unless it
-        (and the commits below it on the first-parent line) only touch the records path. Those
-        are the daemon's own record commits, unsigned unless --signing-key is given; they
-        cannot change what executes, and refusing them would refuse every revision after a
-        record. Empty commits are judged (signing one approves the tree, as with Flux)."""
+        (and the commits below it on the first-parent line) are record commits: they only
+        add or change files under the records path (or remove the daemon's own
+        `_errors.md`/`_refused.md`). Those are the daemon's own commits, unsigned unless
+        --signing-key is given; refusing them would refuse every revision after a record.
+        A commit that deletes or moves a record is judged: records decide what already ran.
+        Empty commits are judged (signing one approves the tree, as with Flux). Walked once
+        per commit (cached), however long the run of record commits."""
         prefix = self.config.records_path.rstrip("/") + "/"
+        own_files = {prefix + "_errors.md", prefix + "_refused.md"}
+        skipped: list[str] = []
         commit = head
-        for _ in range(MAX_RECORD_COMMITS_SKIPPED):
+        while commit not in self._judged:
             parent = await self.git.first_parent(commit)
             if parent is None:
-                return commit
-            changed = await self.git.changed_paths(parent, commit)
-            if not changed or any(not p.startswith(prefix) for p in changed):
-                return commit
+                break
+            changes = await self.git.changes(parent, commit)
+            if not changes or not all(
+                path.startswith(prefix) and (status in ("A", "M") or path in own_files)
+                for status, path in changes
+            ):
+                break
+            skipped.append(commit)
             commit = parent
-        return head  # a very long run of record commits: judge the head itself
+        subject = self._judged.get(commit, commit)
+        for c in [*skipped, commit]:
+            self._judged[c] = subject
+        return subject
 
     async def _verified(self, head: str) -> bool:
         """--verify-signatures: record a refusal, or clear an earlier one once a signed
@@ -383,7 +396,7 @@ class Daemon:
                 log.info("workflow %s was deleted while running: cancelling", name)
                 handle.cancel.set()
         self.metrics.queue_depth.set(len(self.queued))
-        await self._prune_executions(executions, recorded)
+        await self._prune_executions(head, executions, recorded)
 
     async def _plan_branches(self) -> None:
         """The pull-request view: for a matching branch, validate, plan and server-side dry-run
@@ -436,18 +449,35 @@ class Daemon:
         )
         self.writer.submit({path: content}, message)
 
-    async def _prune_executions(self, items: list[dict[str, Any]], recorded: set[str]) -> None:
+    async def _prune_executions(
+        self, head: str, items: list[dict[str, Any]], recorded: set[str]
+    ) -> None:
         if self.config.execution_history is None:
             return
-        for name in executions_to_prune(
+        candidates = executions_to_prune(
             items, recorded, self.config.execution_history, RUNNER_LABEL
-        ):
+        )
+        if not candidates:
+            return
+        # Only once the *final* record is in git: the start record arrives first, and the
+        # final one may still wait in the spool (a lost pod would lose it with the spool).
+        records = {
+            PurePosixPath(e.path).stem: e.sha
+            for e in await self.git.ls_tree(head, self.config.records_path)
+            if e.path.endswith(".yaml") and PurePosixPath(e.path).stem in candidates
+        }
+        blobs = await self.git.read_blobs(list(records.values()))
+        for name in candidates:
+            text = blobs.get(records.get(name, ""), b"").decode(errors="replace")
+            phase = FINAL_PHASE_LINE.search(text)
+            if phase is None or phase.group(1) not in FINISHED_PHASES:
+                continue
             await self.kube.delete(
                 f"workflowexecution {name}",
                 execution_path(name),
                 {"propagationPolicy": "Background"},  # its Jobs and capture Secrets go too
             )
-            log.info("deleted finished execution %s: its record is in git", name)
+            log.info("deleted finished execution %s: its final record is in git", name)
 
     # ------------------------------------------------------------------ runs
 
@@ -508,7 +538,8 @@ class Daemon:
                 del self.running[loaded.name]
             self.metrics.runs_active.set(len(self.running))
             self.wake.set()  # a slot is free: start what is queued
-        self.finished.append(record)
+        if record.phase != RunPhase.SUCCEEDED:
+            self.unsuccessful += 1
         self.writer.submit(
             {
                 yaml_path: render_yaml(record, loaded.file).encode(),

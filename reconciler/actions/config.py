@@ -152,7 +152,12 @@ class UpdateSecret(Action):
             "sets": sorted(await self._new_values(kube, step)),
         }
 
-    async def _new_values(self, kube: Kube, step: StepBase) -> dict[str, str]:
+    async def _new_values(
+        self, kube: Kube, step: StepBase, keys: list[str] | None = None
+    ) -> dict[str, str]:
+        """The base64 values the step writes. `keys`: the ones fixed at capture; a source
+        Secret that gained a key since must not widen what the step changes (its undo
+        restores exactly these)."""
         params = step.params  # type: ignore[attr-defined]
         if params.data is not None:
             return {k: base64.b64encode(v.encode()).decode() for k, v in params.data.items()}
@@ -164,7 +169,8 @@ class UpdateSecret(Action):
                 f"secret {namespace}/{ref.name}", ns_path("v1", namespace, "secrets", ref.name)
             )
         ).get("data") or {}
-        keys = ref.keys if ref.keys is not None else sorted(source)
+        if keys is None:
+            keys = ref.keys if ref.keys is not None else sorted(source)
         missing = [k for k in keys if k not in source]
         if missing:
             raise PermanentError(
@@ -172,8 +178,9 @@ class UpdateSecret(Action):
             )
         return {k: source[k] for k in keys}
 
-    async def _target(self, kube: Kube, step: StepBase) -> DataTarget:
-        return apply_target(await self._new_values(kube, step), step.params.mode)  # type: ignore[attr-defined]
+    async def _target(self, kube: Kube, step: StepBase, captured: Captured) -> DataTarget:
+        values = await self._new_values(kube, step, captured.get("sets"))
+        return apply_target(values, step.params.mode)  # type: ignore[attr-defined]
 
     async def _original(self, kube: Kube, captured: Captured) -> dict[str, str]:
         namespace, name = captured["captureSecret"].split("/", 1)
@@ -187,7 +194,7 @@ class UpdateSecret(Action):
     ) -> dict[str, Any]:
         what, path = self._where(step)
         current = await self._data(kube, step)
-        target = await self._target(kube, step)
+        target = await self._target(kube, step, captured)
         await kube.merge_patch(what, path, target.patch(current))
         return {  # what the step set, as digests; never the values
             "keys": {
@@ -211,7 +218,7 @@ class UpdateSecret(Action):
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         if kube.dry_run:
             return
-        await self._wait_digests(kube, step, await self._target(kube, step), ctx)
+        await self._wait_digests(kube, step, await self._target(kube, step, captured), ctx)
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any

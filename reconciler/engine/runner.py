@@ -270,9 +270,17 @@ class _Run:
         finally:
             if cancel_wait is not None:
                 cancel_wait.cancel()
+            # Every slot goes back when its step's task ends, bound now: the await below can
+            # itself be cancelled (shutdown), and a slot freed by nobody is lost for good.
+            task_of = {name: task for task, name in running.items()}
+            for name, ticket in tickets.items():
+                task = task_of.get(name)
+                if task is None or task.done():
+                    slots.free(ticket)  # type: ignore[union-attr]
+                else:
+                    task.add_done_callback(lambda _, t=ticket: slots.free(t))  # type: ignore[union-attr]
+            tickets.clear()
             await _cancel_all(running)  # only non-empty if we ourselves were cancelled
-            for ticket in tickets.values():
-                slots.free(ticket)  # type: ignore[union-attr]
         return reason, message
 
     # ------------------------------------------------------------------ one step

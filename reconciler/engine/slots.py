@@ -3,8 +3,14 @@
 Each workflow already starts its ready steps longest-remaining-critical-path first; across
 workflows, a plain FIFO semaphore would undo that: a long chain would queue each of its
 steps behind every ready step of the wide workflows beside it and finish last. Serving the
-longest remaining critical path first across all workflows (FIFO among equals) keeps the
-whole batch's makespan near its lower bound.
+longest remaining critical path first across all workflows keeps the whole batch's makespan
+near its lower bound.
+
+Priority alone could starve: a short workflow would wait as long as longer paths keep
+arriving, and an author could jump the queue by declaring huge timeouts. So a step that has
+waited longer than MAX_WAIT is served before any priority, oldest first: priority decides
+among steps that contend for a while, and nobody waits much longer than MAX_WAIT plus one
+step's duration.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections import deque
+
+MAX_WAIT = 60.0  # seconds a step may be passed over by higher priorities
 
 
 class PrioritySlots:
@@ -24,6 +33,7 @@ class PrioritySlots:
         self.limit = limit
         self._free = limit
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals: deque[tuple[float, asyncio.Future[None]]] = deque()  # oldest first
         self._order = itertools.count()
 
     def enqueue(self, priority: float) -> asyncio.Future[None]:
@@ -33,6 +43,7 @@ class PrioritySlots:
             ticket.set_result(None)
         else:
             heapq.heappush(self._waiters, (-priority, next(self._order), ticket))
+            self._arrivals.append((asyncio.get_running_loop().time(), ticket))
         return ticket
 
     def free(self, ticket: asyncio.Future[None]) -> None:
@@ -42,6 +53,14 @@ class PrioritySlots:
             ticket.cancel()  # withdrawn; _release() skips it
 
     def _release(self) -> None:
+        while self._arrivals and self._arrivals[0][1].done():
+            self._arrivals.popleft()  # granted by priority, or withdrawn
+        if self._arrivals:
+            arrived, oldest = self._arrivals[0]
+            if asyncio.get_running_loop().time() - arrived > MAX_WAIT:
+                self._arrivals.popleft()
+                oldest.set_result(None)  # waited long enough: before any priority
+                return
         while self._waiters:
             _, _, ticket = heapq.heappop(self._waiters)
             if not ticket.done():

@@ -315,8 +315,14 @@ class GitRepo:
         return out.decode().strip() or None
 
     async def changed_paths(self, old: str, new: str) -> list[str]:
-        out = await self.git("diff", "--name-only", "-z", old, new)
-        return [p for p in out.decode(errors="surrogateescape").split("\0") if p]
+        return [path for _, path in await self.changes(old, new)]
+
+    async def changes(self, old: str, new: str) -> list[tuple[str, str]]:
+        """(status letter, path) of each change; a rename shows as a delete and an add (with
+        renames folded, moving a file into a folder would hide where it came from)."""
+        out = await self.git("diff", "--name-status", "--no-renames", "-z", old, new)
+        fields = out.decode(errors="surrogateescape").split("\0")
+        return [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i]]
 
     async def verify_commit(self, commit: str, allowed_signers: Path) -> bool:
         try:

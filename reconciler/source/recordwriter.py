@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from reconciler.source.git import GitError, GitRepo
 log = logging.getLogger(__name__)
 Files = dict[str, bytes | None]
 MAX_BATCH = 50  # records per push: bounds the work redone when a push is rejected
+PUSHED_MARKER = "pushed.json"  # names of spooled records already on the remote
 
 
 class RecordWriter:
@@ -37,7 +39,12 @@ class RecordWriter:
     def recover(self) -> int:
         """Queue what a previous process spooled but did not push."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        leftovers = sorted(self.spool.glob("*.json"))
+        marker = self.spool / PUSHED_MARKER
+        if marker.exists():  # it died between a push and cleaning up after it
+            for name in json.loads(marker.read_text()):
+                (self.spool / name).unlink(missing_ok=True)
+            marker.unlink()
+        leftovers = sorted(p for p in self.spool.glob("*.json") if p.name != PUSHED_MARKER)
         for path in leftovers:
             self._seq = max(self._seq, int(path.stem.split("-")[0]) + 1)
             self._enqueue(path)
@@ -73,7 +80,18 @@ class RecordWriter:
             # whatever else is already spooled goes in the same push (one commit each)
             while not self.queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self.queue.get_nowait())
-            changes = [self._load(path) for path in batch]
+            changes = []
+            for path in list(batch):
+                try:
+                    changes.append(self._load(path))
+                except (OSError, ValueError, KeyError) as err:  # never stop the writer
+                    log.error("spooled record %s is unreadable, set aside: %s", path.name, err)
+                    batch.remove(path)
+                    with contextlib.suppress(OSError):
+                        path.rename(path.with_suffix(".bad"))
+            if not changes:
+                self._after(batch)
+                continue
             delay = 1.0
             while True:
                 try:
@@ -89,12 +107,29 @@ class RecordWriter:
                     )
                     await asyncio.sleep(delay)
                     delay = min(60.0, delay * 2)
+            # Say durably which files are on the remote before deleting them: a crash in
+            # between must not push the whole batch again (the later record of a run would
+            # no longer make its earlier one a no-op, and history would repeat them).
+            self._write_atomically(self.spool / PUSHED_MARKER, json.dumps([p.name for p in batch]))
             for path in batch:
                 path.unlink(missing_ok=True)
+            (self.spool / PUSHED_MARKER).unlink(missing_ok=True)
             self.pushed += len(batch)
-            self.metrics.records_pending.set(self.queue.qsize())
-            if self.queue.empty():
-                self.idle.set()
+            self._after(batch)
+
+    def _after(self, batch: list[Path]) -> None:
+        self.metrics.records_pending.set(self.queue.qsize())
+        if self.queue.empty():
+            self.idle.set()
+
+    @staticmethod
+    def _write_atomically(path: Path, text: str) -> None:
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
 
     @staticmethod
     def _load(path: Path) -> tuple[Files, str]:

@@ -4,6 +4,10 @@ themselves are proven against a real control plane in tests/e2e.)"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import copy
+
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -207,3 +211,71 @@ def test_run_object_names_are_valid_and_distinct() -> None:
     c = run_object_name("wf-0123456789", long_step, "-rollback")
     assert a != b and a != c
     assert all(len(n) <= 63 and n[0].isalnum() and n[-1].isalnum() for n in (a, b, c))
+
+
+class SecretsOnlyKube:
+    """Just enough of the API for UpdateSecret: objects by path, JSON merge patches."""
+
+    dry_run = False
+    capture_namespace = "reconciler-system"
+
+    def __init__(self, objs: dict) -> None:
+        self.objs = objs
+
+    async def get(self, what: str, path: str) -> dict:
+        return copy.deepcopy(self.objs[path])
+
+    async def find(self, what: str, path: str) -> dict | None:
+        return copy.deepcopy(self.objs.get(path))
+
+    async def write(self, what: str, method: str, path: str, body: dict) -> dict:
+        self.objs[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
+        return body
+
+    async def merge_patch(self, what: str, path: str, patch: dict) -> dict:
+        self.objs[path] = {"data": apply_patch(self.objs[path].get("data") or {}, patch)}
+        return self.objs[path]
+
+
+def test_secret_merge_from_a_source_that_gains_a_key_changes_and_undoes_only_captured_keys() -> (
+    None
+):
+    """fromSecret without `keys`: the keys are fixed at capture; a key the source gains before
+    a retry or a resumed apply is not written, so undo leaves the target exactly as it was."""
+    from fakes import workflow
+
+    from reconciler.actions.config import UpdateSecret
+    from reconciler.actions.kube import ns_path
+    from reconciler.engine.interface import StepContext
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    target, source = (ns_path("v1", "shop", "secrets", n) for n in ("app", "src"))
+    kube = SecretsOnlyKube(
+        {target: {"data": {"keep": b64("1")}}, source: {"data": {"password": b64("new")}}}
+    )
+    step = workflow(
+        [
+            {
+                "name": "s",
+                "action": "UpdateSecret",
+                "target": {"namespace": "shop", "name": "app"},
+                "params": {"fromSecret": {"name": "src"}, "mode": "merge"},
+            }
+        ]
+    ).spec.steps[0]
+    ctx, action = StepContext("run-1", "wf", 1), UpdateSecret()
+
+    async def main() -> tuple[list, list]:
+        captured = await action.capture(kube, step, ctx, None)  # type: ignore[arg-type]
+        kube.objs[source]["data"]["token"] = b64("t")  # the source changes before the apply
+        await action.apply(kube, step, captured, ctx, None)  # type: ignore[arg-type]
+        await action.wait(kube, step, captured, ctx)  # type: ignore[arg-type]
+        applied = sorted(kube.objs[target]["data"])
+        await action.undo(kube, step, captured, ctx, None)  # type: ignore[arg-type]
+        return applied, sorted(kube.objs[target]["data"])
+
+    applied, undone = asyncio.run(main())
+    assert applied == ["keep", "password"]
+    assert undone == ["keep"]

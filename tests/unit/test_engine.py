@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -435,6 +436,51 @@ def test_global_slots_go_to_the_longest_remaining_path_across_workflows() -> Non
     chain_starts = sorted(s.started - start for s in records[1].steps.values())  # type: ignore[operator]
     assert chain_starts[:4] == [1.0, 2.0, 3.0, 4.0]  # back to back while its path is longest
     assert max(ends.values()) <= 8.0 + 1e-6, ends
+
+
+def test_priority_cannot_starve_a_short_workflow_past_the_wait_bound() -> None:
+    """One global slot, a 10-step chain of 60 s steps whose long timeouts give it top
+    priority, and a 1-step workflow with a 5 m timeout arriving just after: the short one is
+    served once it has waited MAX_WAIT, not after the whole chain (which would time it out)."""
+    actions = FakeActions({f"c{i}": Script(duration=60) for i in range(10)})
+    chain = workflow(
+        [{"name": "c0", "timeout": "30m"}]
+        + [{"name": f"c{i}", "dependsOn": [f"c{i - 1}"], "timeout": "30m"} for i in range(1, 10)],
+        name="chain",
+    )
+    quick = workflow([{"name": "q", "timeout": "1m"}], name="quick", timeout="5m")
+
+    async def main() -> list[RunRecord]:
+        engine = Engine(actions, global_limit=1)
+        first = asyncio.create_task(engine.run(chain))
+        await asyncio.sleep(1)
+        return [await engine.run(quick), await first]
+
+    short, long_ = run_virtual(main)
+    assert short.phase == RunPhase.SUCCEEDED and long_.phase == RunPhase.SUCCEEDED
+    waited = short.steps["q"].started - short.started  # type: ignore[operator]
+    assert 60 < waited <= 2 * 60 + 1, waited
+
+
+def test_a_run_cancelled_twice_still_gives_its_global_slot_back() -> None:
+    """The second cancel lands while the cancelled step writes its checkpoint."""
+
+    async def slow_hook(record: RunRecord, t) -> None:
+        if t.phase == "Cancelled":
+            await asyncio.sleep(1)  # the checkpoint write of the cancelled step
+
+    async def main() -> RunRecord:
+        engine = Engine(FakeActions({"a0": Script(duration=100)}), global_limit=1, hook=slow_hook)
+        task = asyncio.create_task(engine.run(workflow([{"name": "a0"}], name="wf-a")))
+        await asyncio.sleep(5)
+        task.cancel()
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return await engine.run(workflow([{"name": "b0"}], name="wf-b", timeout="10m"))
+
+    assert run_virtual(main).phase == RunPhase.SUCCEEDED  # the slot was not lost
 
 
 def test_longest_remaining_path_starts_first() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from pathlib import Path
 
@@ -208,3 +209,42 @@ def test_queued_records_go_out_as_one_commit_each_in_one_push(
     ]
     assert sh("git", "show", "main:runs/a.md", cwd=bare) == "2"
     assert (tmp_path / "pushes").read_text().count("push") == 1
+
+
+def test_a_writer_that_died_after_pushing_a_batch_does_not_push_it_again(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The spool marker names what is on the remote; the next process deletes those files
+    instead of pushing them a second time (which would repeat a run's Running and final
+    record commits in history)."""
+    from reconciler.metrics import Metrics
+    from reconciler.source.recordwriter import PUSHED_MARKER, RecordWriter
+
+    bare, _ = remote
+    git = repo(bare, tmp_path)
+    spool = tmp_path / "spool"
+
+    async def first_life() -> None:
+        await git.ensure()
+        writer = RecordWriter(git, spool, Metrics())
+        writer.submit({"runs/w/r.yaml": b"phase: Running\n"}, "reconciler: w r Running")
+        writer.submit({"runs/w/r.yaml": b"phase: Succeeded\n"}, "reconciler: w r Succeeded")
+        names = sorted(p.name for p in spool.glob("*.json"))
+        changes = [RecordWriter._load(spool / n) for n in names]
+        await git.push_commits(changes)
+        (spool / PUSHED_MARKER).write_text(json.dumps(names))  # and then it died
+
+    async def second_life() -> int:
+        writer = RecordWriter(git, spool, Metrics())
+        queued = writer.recover()
+        task = asyncio.create_task(writer.run())
+        await writer.drain()
+        task.cancel()
+        return queued
+
+    run(first_life())
+    assert run(second_life()) == 0
+    subjects = sh("git", "log", "--format=%s", "main", cwd=bare).splitlines()
+    assert subjects.count("reconciler: w r Running") == 1
+    assert subjects.count("reconciler: w r Succeeded") == 1
+    assert not list(spool.glob("*.json"))
