@@ -135,6 +135,11 @@ class _Run:
                 StepPhase.SKIPPED,
             ):
                 step.phase = StepPhase.PENDING  # interrupted: run again from its captured state
+                if step.captured is not None:
+                    # Its apply may have reached the cluster just before the crash (the
+                    # checkpoint cannot say): rollback must consider it. Undoing from the
+                    # captured state is harmless if it did not.
+                    step.changed = True
         self.record = record
         self._started = set(record.execution_order)
 

@@ -147,3 +147,18 @@ def test_resumed_run_keeps_its_workflow_deadline() -> None:
 
     record = run_virtual(main)
     assert record.reason == "WorkflowTimeout"  # 90s were already spent; b cannot take 60s more
+
+
+def test_crash_between_capture_and_apply_still_undoes_that_step() -> None:
+    """The process dies right after b's capture is checkpointed; b's apply may or may not
+    have reached the cluster (here it did). After the restart b's apply is refused before
+    changing anything: the rollback must still undo b, from its captured state."""
+    wf = workflow(CHAIN)
+    first = CountingActions()
+    checkpoint = crash_when(wf, first, lambda t: t.step == "b" and t.phase == "Captured")
+    second = CountingActions({"b": Script(errors=[PermanentError("refused")])})
+    second.state = {**first.state, "b": "changed"}  # the apply that landed before the crash
+    record = resume(wf, second, checkpoint)
+    assert record.phase == RunPhase.ROLLED_BACK
+    assert second.order("undo") == ["b", "a"]
+    assert second.state["b"] == "original"
