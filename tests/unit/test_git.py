@@ -248,3 +248,39 @@ def test_a_writer_that_died_after_pushing_a_batch_does_not_push_it_again(
     assert subjects.count("reconciler: w r Running") == 1
     assert subjects.count("reconciler: w r Succeeded") == 1
     assert not list(spool.glob("*.json"))
+
+
+def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Record commits (adding or changing files under runs/) are skipped; a rename out of
+    workflows/ into runs/, a deleted record, and an empty commit are judged themselves."""
+    from reconciler.daemon import Daemon, DaemonConfig
+
+    bare, clone = remote
+
+    def commit(message: str, *git_args: str) -> str:
+        if git_args:
+            sh("git", *git_args, cwd=clone)
+        sh("git", "add", "-A", cwd=clone)
+        sh("git", "commit", "--quiet", "--allow-empty", "-m", message, cwd=clone)
+        sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+        return sh("git", "rev-parse", "HEAD", cwd=clone)
+
+    human = sh("git", "rev-parse", "HEAD", cwd=clone)
+    (clone / "runs").mkdir()
+    (clone / "runs" / "r1.yaml").write_text("phase: Running\n")
+    commit("record added")
+    (clone / "runs" / "r1.yaml").write_text("phase: Succeeded\n")
+    records = commit("record changed")
+    renamed = commit("move a workflow into runs/", "mv", "workflows/a.yaml", "runs/a.yaml")
+    deleted = commit("delete a record", "rm", "--quiet", "runs/r1.yaml")
+    empty = commit("approve")
+    daemon = Daemon(DaemonConfig(repo=str(bare), workdir=tmp_path / "work"), kube=None)  # type: ignore[arg-type]
+
+    async def subjects() -> list[str]:
+        await daemon.git.ensure()
+        await daemon.git.fetch()
+        return [await daemon._signature_subject(c) for c in (records, renamed, deleted, empty)]
+
+    assert run(subjects()) == [human, renamed, deleted, empty]
