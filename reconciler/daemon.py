@@ -16,13 +16,14 @@ import fnmatch
 import logging
 import os
 import random
-import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
+
+from ruamel.yaml import YAML
 
 from reconciler.actions.kube import Kube
 from reconciler.dryrun import dry_run_workflow
@@ -39,16 +40,15 @@ from reconciler.manifest.schema import Workflow
 from reconciler.metrics import Metrics
 from reconciler.plan import plan_workflow, render_text
 from reconciler.runonce import API_THREADS, ensure_namespace
-from reconciler.source.git import Credentials, GitError, GitRepo
+from reconciler.source.git import Credentials, GitError, GitRepo, TreeEntry
 from reconciler.source.recordwriter import RecordWriter
 from reconciler.state.checkpoint import execution_path, unpack
-from reconciler.state.desired import ManifestCache, recorded_run_ids
+from reconciler.state.desired import ManifestCache, record_files
 from reconciler.state.history import executions_to_prune
 from reconciler.state.lease import LeaderElector
 from reconciler.state.records import render_markdown, render_yaml
 
 log = logging.getLogger("reconciler.daemon")
-FINAL_PHASE_LINE = re.compile(r"^phase: (\w+)$", re.MULTILINE)  # the record's own, unindented
 FINISHED_PHASES = {p.value for p in RunPhase if p.finished}
 RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 
@@ -336,17 +336,14 @@ class Daemon:
             self._judged[c] = subject
         return subject
 
-    async def _verified(self, head: str) -> bool:
+    async def _verified(self, head: str, records: list[TreeEntry]) -> bool:
         """--verify-signatures: record a refusal, or clear an earlier one once a signed
         revision arrives."""
         assert self.config.allowed_signers is not None
         refused_path = f"{self.config.records_path.rstrip('/')}/_refused.md"
         judged = await self._signature_subject(head)
         if await self.git.verify_commit(judged, self.config.allowed_signers):
-            if any(
-                e.path == refused_path
-                for e in await self.git.ls_tree(head, self.config.records_path)
-            ):
+            if any(e.path == refused_path for e in records):
                 self.writer.submit(
                     {refused_path: None}, "reconciler: signed revision, running again"
                 )
@@ -372,11 +369,12 @@ class Daemon:
 
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"
-        if self.config.allowed_signers is not None and not await self._verified(head):
+        records = await self.git.ls_tree(head, self.config.records_path)  # once a revision
+        if self.config.allowed_signers is not None and not await self._verified(head, records):
             return
         desired = await self.cache.desired(self.git, head, self.config.path)
         await self._record_errors(desired.issues)
-        recorded = await recorded_run_ids(self.git, head, self.config.records_path)
+        recorded = record_files(records)
         executions = await self.kube.list_metadata("workflowexecutions", execution_path())
         live = {meta["name"] for meta in executions}
         names = {w.name for w in desired.workflows}
@@ -396,7 +394,7 @@ class Daemon:
                 log.info("workflow %s was deleted while running: cancelling", name)
                 handle.cancel.set()
         self.metrics.queue_depth.set(len(self.queued))
-        await self._prune_executions(head, executions, recorded)
+        await self._prune_executions(executions, recorded)
 
     async def _plan_branches(self) -> None:
         """The pull-request view: for a matching branch, validate, plan and server-side dry-run
@@ -450,27 +448,22 @@ class Daemon:
         self.writer.submit({path: content}, message)
 
     async def _prune_executions(
-        self, head: str, items: list[dict[str, Any]], recorded: set[str]
+        self, items: list[dict[str, Any]], recorded: dict[str, str]
     ) -> None:
         if self.config.execution_history is None:
             return
         candidates = executions_to_prune(
-            items, recorded, self.config.execution_history, RUNNER_LABEL
+            items, set(recorded), self.config.execution_history, RUNNER_LABEL
         )
         if not candidates:
             return
         # Only once the *final* record is in git: the start record arrives first, and the
         # final one may still wait in the spool (a lost pod would lose it with the spool).
-        records = {
-            PurePosixPath(e.path).stem: e.sha
-            for e in await self.git.ls_tree(head, self.config.records_path)
-            if e.path.endswith(".yaml") and PurePosixPath(e.path).stem in candidates
-        }
-        blobs = await self.git.read_blobs(list(records.values()))
+        blobs = await self.git.read_blobs([recorded[name] for name in candidates])
+        yaml = YAML(typ="safe", pure=True)
         for name in candidates:
-            text = blobs.get(records.get(name, ""), b"").decode(errors="replace")
-            phase = FINAL_PHASE_LINE.search(text)
-            if phase is None or phase.group(1) not in FINISHED_PHASES:
+            doc = yaml.load(blobs.get(recorded[name], b""))
+            if not isinstance(doc, dict) or doc.get("phase") not in FINISHED_PHASES:
                 continue
             await self.kube.delete(
                 f"workflowexecution {name}",

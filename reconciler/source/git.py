@@ -314,9 +314,6 @@ class GitRepo:
             return None  # a root commit
         return out.decode().strip() or None
 
-    async def changed_paths(self, old: str, new: str) -> list[str]:
-        return [path for _, path in await self.changes(old, new)]
-
     async def changes(self, old: str, new: str) -> list[tuple[str, str]]:
         """(status letter, path) of each change; a rename shows as a delete and an add (with
         renames folded, moving a file into a folder would hide where it came from)."""

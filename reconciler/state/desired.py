@@ -10,6 +10,7 @@ WorkflowExecutions. Desired minus applied is the queue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -69,11 +70,12 @@ class ManifestCache:
         return None
 
 
-async def recorded_run_ids(git: GitRepo, commit: str, records_path: str) -> set[str]:
-    """Run ids that have a record file (`<records>/<workflow>/<run-id>.yaml`)."""
-    ids = set()
-    for entry in await git.ls_tree(commit, records_path):
+def record_files(entries: Iterable[TreeEntry]) -> dict[str, str]:
+    """Run id -> blob of its record (`<records>/<workflow>/<run-id>.yaml`), from one listing
+    of the records path."""
+    files = {}
+    for entry in entries:
         path = PurePosixPath(entry.path)
         if path.suffix == ".yaml" and len(path.parts) >= 3:
-            ids.add(path.stem)
-    return ids
+            files[path.stem] = entry.sha
+    return files
