@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kubehelp import wait_for
+from kubehelp import execution, wait_for
 
 
 def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -78,6 +78,19 @@ class Remote:
             return sh("git", "show", f"main:{path}", cwd=self.bare)
         except subprocess.CalledProcessError:
             return None
+
+    def daemon_paths_since(self, commit: str) -> list[str]:
+        """Every path the daemon's own commits touched after `commit`."""
+        out = sh(
+            "git",
+            "log",
+            "--format=",
+            "--name-only",
+            "--author=reconciler",
+            f"{commit}..main",
+            cwd=self.bare,
+        )
+        return [line for line in out.splitlines() if line]
 
     def files(self, folder: str) -> list[str]:
         out = sh("git", "ls-tree", "-r", "--name-only", "main", "--", folder, cwd=self.bare)
@@ -175,3 +188,44 @@ def daemons(tmp_path: Path):
     yield started
     for d in started:
         d.stop()
+
+
+def scale_workflow(
+    name: str, namespace: str, replicas: int, deployment_name: str = "web", comment: str = ""
+) -> str:
+    return f"""{comment}apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata:
+  name: {name}
+spec:
+  steps:
+    - name: scale
+      action: ScaleDeployment
+      target: {{namespace: {namespace}, name: {deployment_name}}}
+      params: {{replicas: {replicas}}}
+      timeout: 60s
+"""
+
+
+def record_commits(remote: Remote, workflow: str, phase: str | None = None) -> list[str]:
+    return [
+        s
+        for s in remote.log()
+        if s.startswith(f"reconciler: {workflow} ") and (phase is None or f" {phase} (" in s)
+    ]
+
+
+def run_at_step(api, remote: Remote, workflow: str, step: str, timeout: float = 30) -> str:
+    """The id of the workflow's run once its Running record is on the remote and its
+    WorkflowExecution says `step` is running."""
+    run_id = wait_for(
+        lambda: next((s.split()[2] for s in record_commits(remote, workflow, "Running")), None),
+        timeout,
+        f"{workflow} started",
+    )
+    wait_for(
+        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == step,
+        timeout,
+        f"{workflow} at {step}",
+    )
+    return run_id

@@ -10,7 +10,16 @@ import time
 import uuid
 from pathlib import Path
 
-from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from daemonhelp import (  # noqa: F401  (fixtures)
+    Daemon,
+    Remote,
+    daemons,
+    record_commits,
+    remote,
+    run_at_step,
+    scale_workflow,
+    sh,
+)
 from figures import report
 from kubehelp import (  # noqa: F401
     api,
@@ -23,31 +32,6 @@ from kubehelp import (  # noqa: F401
     wait_for,
 )
 from kubernetes import client as k8s
-
-
-def scale_workflow(
-    name: str, namespace: str, replicas: int, deployment_name: str = "web", comment: str = ""
-) -> str:
-    return f"""{comment}apiVersion: reconciler.dev/v1alpha1
-kind: Workflow
-metadata:
-  name: {name}
-spec:
-  steps:
-    - name: scale
-      action: ScaleDeployment
-      target: {{namespace: {namespace}, name: {deployment_name}}}
-      params: {{replicas: {replicas}}}
-      timeout: 60s
-"""
-
-
-def record_commits(remote: Remote, workflow: str, phase: str | None = None) -> list[str]:
-    return [
-        s
-        for s in remote.log()
-        if s.startswith(f"reconciler: {workflow} ") and (phase is None or f" {phase} (" in s)
-    ]
 
 
 def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
@@ -260,16 +244,7 @@ def test_workflow_changed_while_running_finishes_then_the_new_version_runs(
     )
     remote.write("workflows/evolving.yaml", head + "spec:\n  steps:\n" + gate)
     remote.commit_all("v1")
-    v1 = wait_for(
-        lambda: next((s.split()[2] for s in record_commits(remote, "evolving", "Running")), None),
-        30,
-        "v1 started",
-    )
-    wait_for(
-        lambda: (execution(api, v1) or {}).get("status", {}).get("currentStep") == "gate",
-        30,
-        "v1 at the gate",
-    )
+    v1 = run_at_step(api, remote, "evolving", "gate")
     remote.write("workflows/evolving.yaml", head + "spec:\n  steps:\n" + gate + note)
     remote.commit_all("v2 while v1 runs")
     wait_for(lambda: "reconciler_queue_depth 1.0" in daemon.get("/metrics")[1], 30, "v2 queued")
@@ -405,16 +380,7 @@ spec:
 """,
     )
     remote.commit_all("maintenance")
-    run_id = wait_for(
-        lambda: next((s.split()[2] for s in record_commits(remote, "maint", "Running")), None),
-        30,
-        "started",
-    )
-    wait_for(
-        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
-        30,
-        "draining",
-    )
+    run_id = run_at_step(api, remote, "maint", "drain")
     remote.remove("workflows/maint.yaml")
     remote.commit_all("never mind")
     wait_for(lambda: record_commits(remote, "maint", "RolledBack"), 60, "rolled back")
@@ -497,16 +463,7 @@ spec:
 """,
     )
     remote.commit_all("ha")
-    run_id = wait_for(
-        lambda: next((s.split()[2] for s in record_commits(remote, "ha", "Running")), None),
-        30,
-        "started",
-    )
-    wait_for(
-        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
-        30,
-        "draining",
-    )
+    run_at_step(api, remote, "ha", "drain")
     assert "run Running" in a.logs() and "run Running" not in b.logs()  # exactly one executes
     assert b.get("/readyz")[0] == 503  # the standby has not synced
     a.kill()  # the leader dies mid-run

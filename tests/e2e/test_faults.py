@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from daemonhelp import (  # noqa: F401  (fixtures)
+    Daemon,
+    Remote,
+    daemons,
+    remote,
+    run_at_step,
+    scale_workflow,
+    sh,
+)
 from figures import report
 from kubehelp import api, deployment, execution, own_node, read_deployment, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
@@ -203,16 +211,7 @@ def test_slow_git_remote_delays_records_not_runs(
     daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
     daemons.append(daemon)
     for name in ("a", "b", "c"):
-        remote.write(
-            f"workflows/{name}.yaml",
-            f"""apiVersion: reconciler.dev/v1alpha1
-kind: Workflow
-metadata: {{name: slow-{name}}}
-spec:
-  steps:
-    - {{name: s, action: ScaleDeployment, target: {{namespace: {namespace}, name: {name}}}, params: {{replicas: 2}}, timeout: 60s}}
-""",
-        )
+        remote.write(f"workflows/{name}.yaml", scale_workflow(f"slow-{name}", namespace, 2, name))
     remote.commit_all("three runs, slow remote")
     pushed = time.monotonic()
 
@@ -270,18 +269,7 @@ spec:
 """,
     )
     remote.commit_all("outage")
-    run_id = wait_for(
-        lambda: next(
-            (s.split()[2] for s in remote.log() if s.startswith(f"reconciler: {name} ")), None
-        ),
-        30,
-        "started",
-    )
-    wait_for(
-        lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
-        30,
-        "draining",
-    )
+    run_id = run_at_step(api, remote, name, "drain")
     stopped = time.monotonic()
     kwok_cluster.stop()
     try:

@@ -45,16 +45,7 @@ def test_hostile_manifests_are_recorded_and_valid_ones_still_run(
     with (remote.clone / "workflows" / "huge.yaml").open("wb") as f:
         f.truncate(100 * 1024 * 1024)  # 100 MB
     os.symlink("/etc/passwd", remote.clone / "workflows" / "escape.yaml")
-    remote.write(
-        "workflows/valid.yaml",
-        f"""apiVersion: reconciler.dev/v1alpha1
-kind: Workflow
-metadata: {{name: valid}}
-spec:
-  steps:
-    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 2}}, timeout: 60s}}
-""",
-    )
+    remote.write("workflows/valid.yaml", _valid("valid", namespace))
     before = sh("git", "rev-parse", "HEAD", cwd=remote.clone)
     remote.commit_all("hostile input")
     wait_for(
@@ -69,16 +60,8 @@ spec:
     assert "over the 8 MiB limit" in errors and "symlinks are not followed" in errors
     assert daemon.get("/healthz")[0] == 200 and daemon.proc.poll() is None
     # the daemon's commits touch only the records path
-    changed = sh(
-        "git",
-        "log",
-        "--format=",
-        "--name-only",
-        "--author=reconciler",
-        f"{before}..main",
-        cwd=remote.bare,
-    )
-    assert changed and all(line.startswith("runs/") for line in changed.splitlines() if line)
+    changed = remote.daemon_paths_since(before)
+    assert changed and all(path.startswith("runs/") for path in changed)
     # an oversized webhook body is refused without work
     big = subprocess.run(
         [
@@ -192,16 +175,7 @@ def test_generated_manifests_each_get_their_recorded_error_and_the_daemon_stays_
                     f"{loaded.name} (valid) ran",
                 )
         assert daemon.get("/healthz")[0] == 200 and daemon.proc.poll() is None
-        changed = sh(
-            "git",
-            "log",
-            "--format=",
-            "--name-only",
-            "--author=reconciler",
-            f"{before}..main",
-            cwd=remote.bare,
-        )
-        assert all(line.startswith("runs/") for line in changed.splitlines() if line)
+        assert all(path.startswith("runs/") for path in remote.daemon_paths_since(before))
         report(
             f"\ngenerated manifests: {len(batch)} drawn, {len(rejected)} rejected and recorded "
             f"at their line, {len(oracle.workflows) - 1} valid and run; daemon up"
