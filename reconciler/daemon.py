@@ -548,7 +548,7 @@ class Daemon:
         listing = await self.kube.get(
             "workflowexecutions", execution_path(), {"labelSelector": selector}
         )
-        for item in listing.get("items", []):
+        for item in listing.get("items") or []:
             phase = RunPhase((item.get("status") or {}).get("phase", "Pending"))
             if phase.finished:
                 continue

@@ -102,7 +102,7 @@ async def log_tail(kube: Kube, namespace: str, job: str) -> str:
             {"labelSelector": f"job-name={job}"},
         )
         items = sorted(
-            pods.get("items", []), key=lambda p: p["metadata"].get("creationTimestamp", "")
+            pods.get("items") or [], key=lambda p: p["metadata"].get("creationTimestamp", "")
         )
         if not items:
             return ""

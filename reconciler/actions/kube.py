@@ -216,7 +216,7 @@ class Kube:
                     "GET", path, query=q, accept=METADATA_LIST
                 ),
             )
-            items += [item["metadata"] for item in page.get("items", [])]
+            items += [item["metadata"] for item in page.get("items") or []]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items

@@ -122,7 +122,7 @@ class DrainNode(Action):
             "/api/v1/pods",
             {"fieldSelector": f"spec.nodeName={node_name}"},
         )
-        return pods_to_evict(listing.get("items", []), step.params, node_name)
+        return pods_to_evict(listing.get("items") or [], step.params, node_name)
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any

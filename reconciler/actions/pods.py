@@ -30,7 +30,7 @@ class DeletePod(Action):
                 ns_path("v1", namespace, "pods"),
                 {"labelSelector": selector},
             )
-            pods = listing.get("items", [])
+            pods = listing.get("items") or []
             if not pods:
                 raise PermanentError(
                     f"no pods in namespace {namespace} match selector {selector!r}"

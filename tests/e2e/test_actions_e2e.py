@@ -4,6 +4,8 @@ WorkflowExecution (issue 4, e2e items 3-5)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from kubehelp import (
     api,  # noqa: F401  (fixture)
     configmap,
@@ -20,6 +22,7 @@ from kubehelp import (
 )
 from kubernetes import client as k8s
 
+from reconciler.actions.kube import Kube
 from reconciler.engine.record import ErrorKind, RunPhase, StepPhase, UndoResult
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -316,3 +319,21 @@ def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(
     assert not unschedulable(api, node)
     assert seen_while_rolling_back == [True]
     wait_for(lambda: execution(api, run_id) is None, 30, "WorkflowExecution released and deleted")
+
+
+def test_metadata_list_of_nothing_is_empty(api, namespace) -> None:
+    """The API server answers an empty PartialObjectMetadataList with `items: null` (a nil
+    Go slice), where a full list says `[]`: a fresh cluster without a single
+    WorkflowExecution once crashed the daemon's first sync on it."""
+    kube = Kube(api)
+    core = k8s.CoreV1Api(api)
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    query = {"labelSelector": "reconciler.dev/e2e=listed"}
+    assert asyncio.run(kube.list_metadata("configmaps", path, query)) == []
+    for i in range(3):
+        core.create_namespaced_config_map(
+            namespace,
+            {"metadata": {"name": f"listed-{i}", "labels": {"reconciler.dev/e2e": "listed"}}},
+        )
+    names = [m["name"] for m in asyncio.run(kube.list_metadata("configmaps", path, query))]
+    assert sorted(names) == ["listed-0", "listed-1", "listed-2"]
