@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ from ruamel.yaml import YAML
 
 from reconciler.actions.kube import Kube
 from reconciler.dryrun import dry_run_workflow
-from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
 from reconciler.execution import AlreadyRun, run_in_cluster
 from reconciler.httpserver import Endpoints, HttpServer, threadsafe_setter
@@ -51,6 +52,15 @@ from reconciler.state.records import render_markdown, render_yaml
 log = logging.getLogger("reconciler.daemon")
 FINISHED_PHASES = {p.value for p in RunPhase if p.finished}
 RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
+SOURCE_LABEL = "reconciler.dev/source"
+
+
+def source_label_value(repo: str, branch: str) -> str:
+    """Which repository and branch made an execution: daemons of other repositories that
+    share the cluster must neither resume its run nor write its record into their git."""
+    if "://" not in repo and not repo.startswith("git@"):
+        repo = str(Path(repo).resolve())
+    return hashlib.sha256(f"{repo.rstrip('/')}#{branch}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -147,6 +157,8 @@ class Daemon:
         )
         self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
         self.engine = Engine(global_limit=config.max_concurrent_steps)
+        # the executions this daemon owns: made by a daemon, from this repository and branch
+        self.labels = {**RUNNER_LABEL, SOURCE_LABEL: source_label_value(config.repo, config.branch)}
         self.cache = ManifestCache(policy=config.policy)
         self.running: dict[str, RunHandle] = {}
         self.queued: dict[str, tuple[LoadedWorkflow, str]] = {}
@@ -160,6 +172,8 @@ class Daemon:
         self.api_ok = False
         self.elector: LeaderElector | None = None
         self.planned: dict[str, str] = {}  # plan branch -> head we last planned
+        # finished executions found at start-up whose final record may never have reached git
+        self.unrecorded: dict[str, dict[str, Any]] = {}
         self.http: HttpServer | None = None
 
     # ------------------------------------------------------------------ readiness
@@ -375,6 +389,7 @@ class Daemon:
         desired = await self.cache.desired(self.git, head, self.config.path)
         await self._record_errors(desired.issues)
         recorded = record_files(records)
+        await self._record_lost_finals(recorded)
         executions = await self.kube.list_metadata("workflowexecutions", execution_path())
         live = {meta["name"] for meta in executions}
         names = {w.name for w in desired.workflows}
@@ -453,7 +468,7 @@ class Daemon:
         if self.config.execution_history is None:
             return
         candidates = executions_to_prune(
-            items, set(recorded), self.config.execution_history, RUNNER_LABEL
+            items, set(recorded), self.config.execution_history, self.labels
         )
         if not candidates:
             return
@@ -516,7 +531,7 @@ class Daemon:
                 loaded,
                 revision=revision,
                 cancel=cancel,
-                labels=RUNNER_LABEL,
+                labels=self.labels,
                 hooks=[self.metrics.hook, log_transition, commit_start],
             )
         except AlreadyRun:
@@ -531,26 +546,67 @@ class Daemon:
                 del self.running[loaded.name]
             self.metrics.runs_active.set(len(self.running))
             self.wake.set()  # a slot is free: start what is queued
+        self._submit_final(record, loaded.file)
+        return record
+
+    def _submit_final(self, record: RunRecord, source: str) -> None:
         if record.phase != RunPhase.SUCCEEDED:
             self.unsuccessful += 1
+        yaml_path, md_path = record_paths(self.config.records_path, record.workflow, record.run_id)
         self.writer.submit(
             {
-                yaml_path: render_yaml(record, loaded.file).encode(),
-                md_path: render_markdown(record, loaded.file).encode(),
+                yaml_path: render_yaml(record, source).encode(),
+                md_path: render_markdown(record, source).encode(),
             },
             commit_message(record),
         )
-        return record
+
+    async def _record_lost_finals(self, recorded: dict[str, str]) -> None:
+        """A process that died between a run's final checkpoint and spooling its final
+        record (or whose spool died with its pod) left a finished WorkflowExecution whose
+        record in git says Running or is missing: write that record from the checkpoint."""
+        if not self.unrecorded:
+            return
+        blobs = await self.git.read_blobs(
+            [recorded[name] for name in self.unrecorded if name in recorded]
+        )
+        yaml = YAML(typ="safe", pure=True)
+        for name, item in list(self.unrecorded.items()):
+            del self.unrecorded[name]
+            if name in recorded:
+                try:
+                    doc = yaml.load(blobs.get(recorded[name], b""))
+                except Exception:  # a record someone broke by hand: the checkpoint rewrites it
+                    doc = None
+                if isinstance(doc, dict) and doc.get("phase") in FINISHED_PHASES:
+                    continue  # the usual case: it is there
+            status = item.get("status") or {}
+            try:
+                record = record_from_dict(unpack(status["record"]))
+            except Exception as err:  # one unreadable checkpoint must not stop the daemon
+                log.error("cannot write the final record of %s: %s", name, err)
+                continue
+            log.warning(
+                "the final record of %s never reached git: written from its checkpoint",
+                name,
+                extra={"run_id": name},
+            )
+            self._submit_final(record, item["spec"].get("source", ""))
 
     async def _resume_unfinished(self) -> None:
         """Runs a previous leader (or this process before a crash) left unfinished."""
-        selector = ",".join(f"{k}={v}" for k, v in RUNNER_LABEL.items())
+        selector = ",".join(f"{k}={v}" for k, v in self.labels.items())
         listing = await self.kube.get(
             "workflowexecutions", execution_path(), {"labelSelector": selector}
         )
+        pending = self.writer.pending_paths()  # spooled records go out anyway
         for item in listing.get("items") or []:
             phase = RunPhase((item.get("status") or {}).get("phase", "Pending"))
             if phase.finished:
+                name = item["metadata"]["name"]
+                workflow = item["spec"].get("workflow", "")
+                if record_paths(self.config.records_path, workflow, name)[0] not in pending:
+                    self.unrecorded[name] = item  # checked against git on the first sync
                 continue
             spec = item["spec"]
             try:

@@ -50,6 +50,16 @@ class RecordWriter:
             self._enqueue(path)
         return len(leftovers)
 
+    def pending_paths(self) -> set[str]:
+        """Every repository path a spooled, not yet pushed record commit writes."""
+        paths: set[str] = set()
+        for spooled in self.spool.glob("*.json"):
+            if spooled.name == PUSHED_MARKER:
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                paths.update(self._load(spooled)[0])
+        return paths
+
     def _enqueue(self, path: Path) -> None:
         self.idle.clear()
         self.queue.put_nowait(path)

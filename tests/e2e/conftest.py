@@ -159,3 +159,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("figures measured by this run")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+LOG_TAIL_LINES = 25  # per daemon log, for the newest few logs of a failed test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failed test shows the end of the logs of the daemons it started: CI keeps only
+    the output, and a timeout alone never says what the daemon was doing."""
+    from daemonhelp import LOGS
+
+    if call.when == "setup":
+        item.stash[_LOGS_BEFORE] = len(LOGS)
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or not report.failed:
+        return
+    for path in LOGS[item.stash.get(_LOGS_BEFORE, len(LOGS)) :][-3:]:
+        with contextlib.suppress(OSError):
+            tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"daemon log {path.name} (last lines)", "\n".join(tail)))
+
+
+_LOGS_BEFORE = pytest.StashKey[int]()

@@ -13,6 +13,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     Daemon,
     Remote,
     daemons,
+    record_commits,
     remote,
     run_at_step,
     scale_workflow,
@@ -22,7 +23,7 @@ from figures import report
 from kubehelp import api, deployment, execution, own_node, read_deployment, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
-KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))  # per round, at most 10
+KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))  # per round, at most 11
 ROUNDS = int(os.environ.get("RECONCILER_CRASH_ROUNDS", "1"))  # make soak: 6 rounds = 30 kills
 
 
@@ -75,8 +76,9 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
     remote.write("workflows/crashy.yaml", ten_steps(namespace, own_node, name))
     remote.commit_all("crashy")
     kills, progress_at_kill = 0, []
-    # kill points: after k finished steps, for KILLS distinct random k (0 = before any step)
-    points = sorted(rng.sample(range(0, 10), min(KILLS, 10)))
+    # kill points: after k finished steps, for KILLS distinct random k (0 = before any step;
+    # 10 = the run finished in the cluster, its final record perhaps not yet in git)
+    points = sorted(rng.sample(range(0, 11), min(KILLS, 11)))
 
     def finished() -> bool:
         return any(s.startswith(f"reconciler: {name} ") and "Succeeded" in s for s in remote.log())
@@ -189,6 +191,55 @@ spec:
     assert daemon.get("/readyz")[0] == 200
     subjects = remote.log()
     assert "offline run" in subjects  # nothing force-pushed away
+
+
+def test_final_record_lost_with_the_pod_is_written_from_the_checkpoint(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """The daemon dies after its run finished in the cluster but before its final record
+    reached git, and its spool dies with it (a pod rescheduled: emptyDir gone). The next
+    daemon must not re-run the workflow, and must write the final record from the
+    WorkflowExecution's checkpoint, once."""
+    deployment(api, namespace, "web", replicas=1)
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(  # the daemon's pushes are refused: its records stay in its spool
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  if [ "$(git log -1 --format=%an $new)" = reconciler ]; then exit 1; fi\n'
+        "done\nexit 0\n"
+    )
+    hook.chmod(0o755)
+    name = f"lost-{namespace[-8:]}"
+    remote.write("workflows/lost.yaml", scale_workflow(name, namespace, 2, "web"))
+    remote.commit_all("a run whose records will be lost")
+    first = Daemon(str(remote.bare), tmp_path / "work1", kubeconfig, "--interval", "3600")
+    daemons.append(first.start())
+    (run_id,) = wait_for(lambda: _run_ids(api, name), 30, "the run's WorkflowExecution")
+    wait_for(
+        lambda: (execution(api, run_id) or {}).get("status", {}).get("phase") == "Succeeded",
+        60,
+        "the run finished in the cluster",
+    )
+    first.kill()
+    assert not record_commits(remote, name), "the remote refused every record"
+    generation = read_deployment(api, namespace, "web").metadata.generation
+    # a daemon of another repository sharing the cluster leaves the run and its record alone
+    (tmp_path / "other").mkdir()
+    other = Remote(tmp_path / "other")
+    stranger = Daemon(str(other.bare), tmp_path / "work-other", kubeconfig, "--interval", "3600")
+    daemons.append(stranger.start())
+    time.sleep(2)
+    stranger.stop()
+    assert other.log() == ["initial"] and run_id not in stranger.logs()
+    hook.unlink()
+    second = Daemon(str(remote.bare), tmp_path / "work2", kubeconfig, "--interval", "3600")
+    daemons.append(second.start())
+    wait_for(lambda: record_commits(remote, name, "Succeeded"), 30, "the final record")
+    time.sleep(2)  # a duplicate would follow at once
+    assert len(record_commits(remote, name, "Succeeded")) == 1
+    record = remote.show(f"runs/{name}/{run_id}.yaml")
+    assert record is not None and record.count("phase: Succeeded") == 2  # the run, its step
+    assert read_deployment(api, namespace, "web").metadata.generation == generation  # not re-run
+    assert "written from its checkpoint" in second.logs()
 
 
 def test_slow_git_remote_delays_records_not_runs(
