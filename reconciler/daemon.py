@@ -474,18 +474,30 @@ class Daemon:
             return
         # Only once the *final* record is in git: the start record arrives first, and the
         # final one may still wait in the spool (a lost pod would lose it with the spool).
-        blobs = await self.git.read_blobs([recorded[name] for name in candidates])
-        yaml = YAML(typ="safe", pure=True)
-        for name in candidates:
-            doc = yaml.load(blobs.get(recorded[name], b""))
-            if not isinstance(doc, dict) or doc.get("phase") not in FINISHED_PHASES:
-                continue
+        for name in await self._final_in_git(candidates, recorded):
             await self.kube.delete(
                 f"workflowexecution {name}",
                 execution_path(name),
                 {"propagationPolicy": "Background"},  # its Jobs and capture Secrets go too
             )
             log.info("deleted finished execution %s: its final record is in git", name)
+
+    async def _final_in_git(self, names: list[str], recorded: dict[str, str]) -> set[str]:
+        """Those of `names` whose record in git says the run finished (one `cat-file` for
+        all). A record someone broke by hand counts as not final."""
+        blobs = await self.git.read_blobs([recorded[n] for n in names if n in recorded])
+        yaml = YAML(typ="safe", pure=True)
+        final = set()
+        for name in names:
+            if name not in recorded:
+                continue
+            try:
+                doc = yaml.load(blobs.get(recorded[name], b""))
+            except Exception:
+                continue
+            if isinstance(doc, dict) and doc.get("phase") in FINISHED_PHASES:
+                final.add(name)
+        return final
 
     # ------------------------------------------------------------------ runs
 
@@ -508,21 +520,13 @@ class Daemon:
     async def _run(
         self, loaded: LoadedWorkflow, revision: str | None, cancel: asyncio.Event
     ) -> RunRecord | None:
-        yaml_path, md_path = record_paths(self.config.records_path, loaded.name, loaded.run_id)
-
         async def commit_start(record: RunRecord, t: Transition) -> None:
             if (
                 t.scope == "run"
                 and t.phase == RunPhase.RUNNING.value
                 and not record.execution_order
             ):
-                self.writer.submit(
-                    {
-                        yaml_path: render_yaml(record, loaded.file).encode(),
-                        md_path: render_markdown(record, loaded.file).encode(),
-                    },
-                    commit_message(record),
-                )
+                self._submit_record(record, loaded.file)
 
         try:
             record = await run_in_cluster(
@@ -552,6 +556,10 @@ class Daemon:
     def _submit_final(self, record: RunRecord, source: str) -> None:
         if record.phase != RunPhase.SUCCEEDED:
             self.unsuccessful += 1
+        self._submit_record(record, source)
+
+    def _submit_record(self, record: RunRecord, source: str) -> None:
+        """The run's record (YAML + Markdown) as one commit, spooled for the writer."""
         yaml_path, md_path = record_paths(self.config.records_path, record.workflow, record.run_id)
         self.writer.submit(
             {
@@ -567,19 +575,11 @@ class Daemon:
         record in git says Running or is missing: write that record from the checkpoint."""
         if not self.unrecorded:
             return
-        blobs = await self.git.read_blobs(
-            [recorded[name] for name in self.unrecorded if name in recorded]
-        )
-        yaml = YAML(typ="safe", pure=True)
+        final = await self._final_in_git(list(self.unrecorded), recorded)
         for name, item in list(self.unrecorded.items()):
             del self.unrecorded[name]
-            if name in recorded:
-                try:
-                    doc = yaml.load(blobs.get(recorded[name], b""))
-                except Exception:  # a record someone broke by hand: the checkpoint rewrites it
-                    doc = None
-                if isinstance(doc, dict) and doc.get("phase") in FINISHED_PHASES:
-                    continue  # the usual case: it is there
+            if name in final:
+                continue  # the usual case: it is there
             status = item.get("status") or {}
             try:
                 record = record_from_dict(unpack(status["record"]))
