@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from reconciler.actions.kube import Kube, is_status
+from reconciler.actions.kube import Kube, is_status, request_origin
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
@@ -120,6 +120,19 @@ async def run_in_cluster(
     The run is cancelled and rolled back when its WorkflowExecution is deleted or when
     `cancel` is set (the daemon does that when the workflow is deleted from git).
     """
+    with request_origin(f"run/{loaded.run_id}"):  # steps add theirs (KubeActions)
+        return await _run_in_cluster(kube, engine, loaded, revision, hooks, cancel, labels)
+
+
+async def _run_in_cluster(
+    kube: Kube,
+    engine: Engine,
+    loaded: LoadedWorkflow,
+    revision: str | None,
+    hooks: Sequence[Hook],
+    cancel: asyncio.Event | None,
+    labels: dict[str, str] | None,
+) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels)
     status = execution.get("status") or {}
     resume = record_from_dict(unpack(status["record"])) if status.get("record") else None

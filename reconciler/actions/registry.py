@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler import failpoints
 from reconciler.actions.apply import Apply
 from reconciler.actions.base import Action
 from reconciler.actions.config import UpdateConfigMap, UpdateSecret
 from reconciler.actions.deployments import RestartDeployment, ScaleDeployment, UpdateImage
 from reconciler.actions.jobs import Custom
-from reconciler.actions.kube import WRITES_DONE, Kube
+from reconciler.actions.kube import WRITES_DONE, Kube, request_origin
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
 from reconciler.engine.errors import PermanentError
@@ -48,25 +49,41 @@ class KubeActions:
         return REGISTRY[step.action]  # type: ignore[attr-defined]
 
     async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
-        return await self._impl(step).capture(self.kube, step, ctx, self.owner)
+        with request_origin(_origin(ctx, step, "capture")):
+            return await self._impl(step).capture(self.kube, step, ctx, self.owner)
 
     async def apply(
         self, step: StepBase, captured: Captured, ctx: StepContext
     ) -> dict[str, Any] | None:
+        failpoints.reached(f"captured:{step.name}")  # the engine made the capture durable
         before = WRITES_DONE.get()
         try:
-            return await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
+            with request_origin(_origin(ctx, step, "apply")):
+                result = await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
         except PermanentError as err:
             if WRITES_DONE.get() > before and not err.changed:
                 raise PermanentError(str(err), changed=True) from err
             raise
+        failpoints.reached(f"applied:{step.name}")
+        return result
 
     async def wait(
         self, step: StepBase, captured: Captured, ctx: StepContext
     ) -> dict[str, Any] | None:
         if self.kube.dry_run:
             return None  # nothing changed, so nothing to wait for
-        return await self._impl(step).wait(self.kube, step, captured, ctx)
+        with request_origin(_origin(ctx, step, "wait")):
+            result = await self._impl(step).wait(self.kube, step, captured, ctx)
+        failpoints.reached(f"waited:{step.name}")
+        return result
 
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
-        return await self._impl(step).undo(self.kube, step, captured, ctx, self.owner)
+        with request_origin(_origin(ctx, step, "undo")):
+            note = await self._impl(step).undo(self.kube, step, captured, ctx, self.owner)
+        failpoints.reached(f"undone:{step.name}")
+        return note
+
+
+def _origin(ctx: StepContext, step: StepBase, op: str) -> str:
+    """What the audit log's User-Agent says a request was for."""
+    return f"run/{ctx.run_id} step/{step.name} op/{op} attempt/{ctx.attempt}"
