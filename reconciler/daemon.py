@@ -15,9 +15,7 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
-import os
 import random
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +24,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from reconciler.actions.kube import Kube
+from reconciler import failpoints
+from reconciler.actions.kube import Kube, process_identity
 from reconciler.dryrun import dry_run_workflow
 from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
@@ -83,7 +82,7 @@ class DaemonConfig:
     leader_elect: bool = False
     lease_namespace: str = "reconciler-system"
     lease_name: str = "reconciler"
-    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    identity: str = field(default_factory=process_identity)
     capture_namespace: str = "reconciler-system"
     once: bool = False
     # finished WorkflowExecutions kept per workflow once their record is in git (None: all)
@@ -550,6 +549,7 @@ class Daemon:
                 del self.running[loaded.name]
             self.metrics.runs_active.set(len(self.running))
             self.wake.set()  # a slot is free: start what is queued
+        failpoints.reached("finished")
         self._submit_final(record, loaded.file)
         return record
 

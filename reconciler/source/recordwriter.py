@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from reconciler import failpoints
 from reconciler.metrics import Metrics
 from reconciler.source.git import GitError, GitRepo
 
@@ -117,6 +118,7 @@ class RecordWriter:
                     )
                     await asyncio.sleep(delay)
                     delay = min(60.0, delay * 2)
+            failpoints.reached("pushed")
             # Say durably which files are on the remote before deleting them: a crash in
             # between must not push the whole batch again (the later record of a run would
             # no longer make its earlier one a no-op, and history would repeat them).
