@@ -105,9 +105,20 @@ def free_port() -> int:
 
 class Daemon:
     def __init__(
-        self, repo: str, workdir: Path, kubeconfig: str, *extra: str, name: str = "daemon"
+        self,
+        repo: str,
+        workdir: Path,
+        kubeconfig: str,
+        *extra: str,
+        name: str = "daemon",
+        failpoints: str | None = None,
     ) -> None:
         self.port = free_port()
+        self.name = name
+        # RECONCILER_FAILPOINTS: the process kills itself there (reconciler/failpoints.py)
+        self.env = {k: v for k, v in os.environ.items() if k != "RECONCILER_FAILPOINTS"}
+        if failpoints:
+            self.env["RECONCILER_FAILPOINTS"] = failpoints
         self.log_path = workdir.parent / f"{name}-{self.port}.log"
         LOGS.append(self.log_path)
         self.args = [
@@ -131,8 +142,14 @@ class Daemon:
 
     def start(self, wait_ready: bool = True) -> Daemon:
         self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=self.log_file, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.get("/healthz")[0] == 200, 30, "daemon /healthz")
+        self.proc = subprocess.Popen(
+            self.args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env
+        )
+        wait_for(
+            lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None,
+            30,
+            "daemon /healthz",
+        )
         if wait_ready:
             wait_for(lambda: self.get("/readyz")[0] == 200, 60, "daemon /readyz")
         return self
@@ -165,6 +182,23 @@ class Daemon:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def died_at_failpoint(self, point: str, timeout: float = 90) -> None:
+        """Wait for the process to kill itself at `point`; fail if it ends any other way."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not reach failpoint {point} in {timeout}s"
+            ) from None
+        assert code == -signal.SIGKILL, f"{self.name} exited {code}, not at failpoint {point}"
+        assert f"failpoint {point} reached" in self.logs(), f"{self.name} died elsewhere"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

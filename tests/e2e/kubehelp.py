@@ -248,6 +248,17 @@ def execution(api: k8s.ApiClient, name: str) -> dict[str, Any] | None:
         raise
 
 
+def run_ids(api: k8s.ApiClient, workflow: str) -> list[str]:
+    """The WorkflowExecutions (run ids) of a workflow."""
+    items = k8s.CustomObjectsApi(api).list_cluster_custom_object(
+        "reconciler.dev",
+        "v1alpha1",
+        "workflowexecutions",
+        label_selector=f"reconciler.dev/workflow={workflow}",
+    )["items"]
+    return [i["metadata"]["name"] for i in items]
+
+
 def nodes(api: k8s.ApiClient) -> list[str]:
     return sorted(n.metadata.name for n in k8s.CoreV1Api(api).list_node().items)
 

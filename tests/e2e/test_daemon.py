@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from auditlog import AuditLog, Life, check_applied_once, checkpoint_of, ended
 from daemonhelp import (  # noqa: F401  (fixtures)
     Daemon,
     Remote,
@@ -158,7 +159,7 @@ def test_webhook_signature_and_immediate_sync(
 
 
 def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
-    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+    api, namespace, kubeconfig, remote, daemons, audit_log, tmp_path: Path
 ) -> None:
     steps = ""
     for i in range(6):
@@ -170,10 +171,10 @@ def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
         )
         if i == 2:
             steps += (
-                f"    - name: counter\n      action: Custom\n      dependsOn: [s2]\n      target: {{namespace: {namespace}}}\n"
+                f"    - name: job\n      action: Custom\n      dependsOn: [s2]\n      target: {{namespace: {namespace}}}\n"
                 "      params: {image: 'busybox:1.36', command: [sh, -c, 'echo counted']}\n      timeout: 60s\n"
             )
-    steps = steps.replace("dependsOn: [s3]", "dependsOn: [counter]")
+    steps = steps.replace("dependsOn: [s3]", "dependsOn: [job]")
     generations = {
         i: read_deployment(api, namespace, f"d{i}").metadata.generation for i in range(6)
     }
@@ -201,10 +202,12 @@ def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
         "mid-run",
     )
     first.kill()  # kill -9
+    lives = [ended(Life(first.pid, "first"), checkpoint_of(api, run_id))]
     second = Daemon(
         str(remote.bare), workdir, kubeconfig, "--interval", "3600", name="second"
     ).start()
     daemons.append(second)
+    lives.append(Life(second.pid, "second"))
     wait_for(lambda: record_commits(remote, "chain", "Succeeded"), 60, "resumed run finished")
     assert len(record_commits(remote, "chain", "Succeeded")) == 1  # exactly one final record
     assert "resuming" in second.logs()
@@ -217,9 +220,13 @@ def test_kill_9_mid_run_resumes_each_step_once_and_one_final_record(
         .list_namespaced_job(namespace, label_selector=f"reconciler.dev/run-id={run_id}")
         .items
     )
-    assert len(jobs) == 1  # the counter Job ran once
+    assert len(jobs) == 1
     we = execution(api, run_id)
     assert we["status"]["phase"] == "Succeeded" and we["status"]["progress"] == "7/7"
+    if audit_log is not None:  # what each process sent, as the API server saw it
+        audit = AuditLog(audit_log)
+        audit.settle(api)
+        check_applied_once(audit.of_run(run_id), lives)
 
 
 def test_workflow_changed_while_running_finishes_then_the_new_version_runs(
@@ -433,7 +440,7 @@ spec:
 
 
 def test_two_replicas_one_leader_and_failover(
-    api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
+    api, namespace, kubeconfig, remote, daemons, own_node, audit_log, tmp_path: Path
 ) -> None:
     deployment(api, namespace, "web", replicas=1)
     deployment(api, namespace, "guarded", replicas=2, node=own_node)
@@ -463,10 +470,11 @@ spec:
 """,
     )
     remote.commit_all("ha")
-    run_at_step(api, remote, "ha", "drain")
+    run_id = run_at_step(api, remote, "ha", "drain")
     assert "run Running" in a.logs() and "run Running" not in b.logs()  # exactly one executes
     assert b.get("/readyz")[0] == 503  # the standby has not synced
     a.kill()  # the leader dies mid-run
+    lives = [ended(Life(a.pid, "leader"), checkpoint_of(api, run_id)), Life(b.pid, "standby")]
     policy.patch_namespaced_pod_disruption_budget(
         "guarded", namespace, {"spec": {"minAvailable": 0}}
     )
@@ -475,6 +483,14 @@ spec:
     )
     assert "resuming" in b.logs()
     assert read_deployment(api, namespace, "web").spec.replicas == 2
+    assert not k8s.CoreV1Api(api).read_node(own_node).spec.unschedulable
+    if audit_log is not None:
+        audit = AuditLog(audit_log)
+        audit.settle(api)
+        requests = audit.of_run(run_id)
+        # the drain retries 429s from the budget: the same eviction is sent many times
+        check_applied_once(requests, lives, one_write_each=False)
+        assert {r.pid for r in requests if r.mutating and r.step == "uncordon"} == {b.pid}
 
 
 def test_status_and_manual_rollback_of_a_finished_run(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from auditlog import AuditLog, Life, check_applied_once, checkpoint_of, ended, peak_overlap
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
 from figures import report
 from kubehelp import api, deployment, execution, fake_node, wait_for  # noqa: F401
@@ -118,16 +119,6 @@ def children_of(pid: int) -> int:
     return count
 
 
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    """The most intervals open at one instant; one ending when another starts is not overlap."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    peak = now = 0
-    for _, delta in events:  # at equal times -1 sorts first
-        now += delta
-        peak = max(peak, now)
-    return peak
-
-
 def memory_limit_mib() -> int:
     text = DEPLOY.read_text()
     limit = text.split("limits:", 1)[1].split("memory:", 1)[1].split("}", 1)[0].strip()
@@ -205,11 +196,11 @@ def test_many_workflows_at_once_all_finish_within_limits_and_flat_resources(
             (datetime.fromisoformat(s["started"]), datetime.fromisoformat(s["finished"]))
             for s in steps
         ]
-        peak = max_overlap(mine)
+        peak = peak_overlap(mine)
         assert peak <= shape.max_concurrent, f"{shape.name}: {peak} > {shape.max_concurrent}"
         worst_ratio = max(worst_ratio, peak / shape.max_concurrent)
         intervals += mine
-    global_peak = max_overlap(intervals)
+    global_peak = peak_overlap(intervals)
     assert global_peak <= GLOBAL_LIMIT
     # every change is really in the cluster: each ConfigMap holds each of its steps' keys
     for shape in plan:
@@ -241,7 +232,7 @@ def test_many_workflows_at_once_all_finish_within_limits_and_flat_resources(
 
 
 def test_leader_killed_while_ten_workflows_run_all_finish_on_the_standby(
-    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+    api, namespace, kubeconfig, remote, daemons, audit_log, tmp_path: Path
 ) -> None:
     """Each workflow waits at a gate (a Deployment whose pods need a node that does not
     exist yet) when the leader dies; the gate opens only after the kill, so every run must
@@ -290,6 +281,7 @@ spec:
     )
     a.kill()  # the leader dies with ten runs in flight
     killed = time.monotonic()
+    left = {r: ended(Life(a.pid, "leader"), checkpoint_of(api, r)) for r in run_ids.values()}
     try:
         fake_node(api, gate_node)  # open the gate
         wait_for(
@@ -315,6 +307,12 @@ spec:
                 "after": "1",
             }
         assert b.logs().count("resuming") >= 10  # from a's checkpoints, not started afresh
+        if audit_log is not None:  # 'before' never again, 'gate' once more at most
+            audit = AuditLog(audit_log)
+            audit.settle(api)
+            for run_id, leader in left.items():
+                assert leader.done == {"before"} and leader.interrupted == {"gate"}
+                check_applied_once(audit.of_run(run_id), [leader, Life(b.pid, "standby")])
         report(
             "\nleader failover under load: leader killed with 10 runs at the gate; 10/10 "
             f"finished by the standby, one final record each, {time.monotonic() - killed:.1f}s "

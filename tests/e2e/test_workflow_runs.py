@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from pathlib import Path
 
+import pytest
+from auditlog import AuditLog, peak_overlap, step_spans
 from kubehelp import (
     api,  # noqa: F401  (fixture)
     configmap,
@@ -20,6 +24,7 @@ from kubehelp import (
     workflow_yaml,
 )
 from kubernetes import client as k8s
+from kubernetes import watch
 
 from reconciler.engine.record import RunPhase, StepPhase, UndoResult
 
@@ -32,7 +37,16 @@ def scale(name: str, target: str, ns: str, replicas: int, deps: str = "") -> str
     )
 
 
-def test_br_workflow_002_diamond_on_real_deployments(api, namespace) -> None:
+def needs_audit(audit_log: Path | None) -> AuditLog:
+    if audit_log is None:
+        pytest.skip("order and overlap are read from the API server's audit log: own cluster")
+    return AuditLog(audit_log)
+
+
+def test_br_workflow_002_diamond_on_real_deployments(api, namespace, audit_log) -> None:
+    """Order and overlap as the API server saw them: step-2 and step-3 start after step-1's
+    last request and run at the same time; step-4 starts after both are done."""
+    audit = needs_audit(audit_log)
     deployment(api, namespace, "web", replicas=1)
     deployment(api, namespace, "api", replicas=1)
     configmap(api, namespace, "web-config", {"MODE": "old"})
@@ -47,8 +61,12 @@ def test_br_workflow_002_diamond_on_real_deployments(api, namespace) -> None:
     )
     record = run_workflow(api, workflow_yaml("diamond", steps, "  maxConcurrent: 2\n"))
     assert record.phase == RunPhase.SUCCEEDED, record.message
-    order = record.execution_order
-    assert order[0] == "step-1" and order[3] == "step-4" and set(order[1:3]) == {"step-2", "step-3"}
+    audit.settle(api)
+    span = step_spans(audit.of_run(record.run_id))
+    one, two, three, four = (span[f"step-{i}"] for i in range(1, 5))
+    assert one[1] < two[0] and one[1] < three[0], "step-2/3 began before step-1 was done"
+    assert two[0] < three[1] and three[0] < two[1], "step-2 and step-3 did not overlap"
+    assert two[1] < four[0] and three[1] < four[0], "step-4 began before step-2 and step-3"
     assert read_deployment(api, namespace, "web").status.ready_replicas == 3
     assert image_of(api, namespace, "web") == "registry.example/app:2.0"
     assert configmap_data(api, namespace, "web-config") == {"MODE": "new"}
@@ -58,21 +76,28 @@ def test_br_workflow_002_diamond_on_real_deployments(api, namespace) -> None:
     assert we["metadata"].get("finalizers") in (None, [])
 
 
-def test_br_workflow_003_parallel_limit_on_real_deployments(api, namespace) -> None:
+def test_br_workflow_003_parallel_limit_on_real_deployments(api, namespace, audit_log) -> None:
+    """Six independent steps, maxConcurrent 2: as the API server saw them, exactly two at a
+    time at the busiest moment (not one: they really run in parallel; never three)."""
+    audit = needs_audit(audit_log)
     steps = ""
     for i in range(6):
         deployment(api, namespace, f"svc-{i}", replicas=1)
         steps += scale(f"scale-{i}", f"svc-{i}", namespace, 2)
     record = run_workflow(api, workflow_yaml("parallel", steps, "  maxConcurrent: 2\n"))
     assert record.phase == RunPhase.SUCCEEDED, record.message
-    intervals = [(a.started, a.finished) for s in record.steps.values() for a in s.attempts]
-    for t, _ in intervals:
-        assert sum(1 for a, b in intervals if a <= t < b) <= 2
+    audit.settle(api)
+    spans = step_spans(audit.of_run(record.run_id))
+    assert sorted(spans) == [f"scale-{i}" for i in range(6)]
+    assert peak_overlap(list(spans.values())) == 2
     for i in range(6):
         assert read_deployment(api, namespace, f"svc-{i}").status.available_replicas == 2
 
 
-def test_br_workflow_013_rollback_cascade_restores_the_cluster(api, namespace) -> None:
+def test_br_workflow_013_rollback_cascade_restores_the_cluster(api, namespace, audit_log) -> None:
+    """Three steps that really change the cluster (replicas, image, a ConfigMap that exists),
+    then one that fails: each change is seen in the cluster, then undone in reverse order."""
+    audit = needs_audit(audit_log)
     deployment(api, namespace, "shop", replicas=2, image="registry.example/shop:1.0")
     configmap(api, namespace, "shop-config", {"TTL": "60"})
     steps = (
@@ -81,21 +106,61 @@ def test_br_workflow_013_rollback_cascade_restores_the_cluster(api, namespace) -
         f"      target: {{namespace: {namespace}, name: shop}}\n"
         "      params: {container: app, image: 'registry.example/shop:2.0'}\n"
         + f"    - name: config\n      action: UpdateConfigMap\n      dependsOn: [image]\n"
-        f"      target: {{namespace: {namespace}, name: shop-config-missing}}\n      params: {{data: {{TTL: '30'}}}}\n"
+        f"      target: {{namespace: {namespace}, name: shop-config}}\n      params: {{data: {{TTL: '30'}}}}\n"
+        + scale("fail", "shop-missing", namespace, 3, "      dependsOn: [config]\n")
     )
-    record = run_workflow(api, workflow_yaml("cascade", steps))
+    seen: list[dict[str, str]] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_data, args=(api, namespace, "shop-config", seen, stop))
+    watcher.start()
+    try:
+        record = run_workflow(api, workflow_yaml("cascade", steps))
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
     assert record.phase == RunPhase.ROLLED_BACK
-    assert record.steps["config"].phase == StepPhase.FAILED
-    assert f"configmap {namespace}/shop-config-missing not found" in record.steps["config"].message
+    assert record.steps["fail"].phase == StepPhase.FAILED
+    assert f"deployment {namespace}/shop-missing not found" in record.steps["fail"].message
     assert [(e.step, e.result) for e in record.rollback.entries] == [
+        ("config", UndoResult.UNDONE),
         ("image", UndoResult.UNDONE),
         ("scale", UndoResult.UNDONE),
     ]
+    # the ConfigMap really changed, then went back
+    assert {"TTL": "30"} in seen and seen[-1] == {"TTL": "60"}, seen
+    audit.settle(api)
+    requests = audit.of_run(record.run_id)
+    applied = [r.step for r in requests if r.mutating and r.op == "apply" and r.code == 200]
+    assert applied == ["scale", "image", "config"]
+    undone = [r.step for r in requests if r.mutating and r.op == "undo"]
+    assert undone == ["config", "image", "scale"]
+    failed_at = max(r.completed for r in requests if r.step == "fail")
+    assert all(r.received > failed_at for r in requests if r.op == "undo")
     d = read_deployment(api, namespace, "shop")
     assert d.spec.replicas == 2 and d.status.available_replicas == 2
     assert image_of(api, namespace, "shop") == "registry.example/shop:1.0"
     assert configmap_data(api, namespace, "shop-config") == {"TTL": "60"}
     assert execution(api, record.run_id)["status"]["phase"] == "RolledBack"
+
+
+def watch_data(api, namespace: str, name: str, seen: list, stop: threading.Event) -> None:
+    """Every `data` the ConfigMap had, as a watch delivered it, until `stop`; each short
+    watch resumes at the resourceVersion the last one reached, so no change falls between."""
+    core = k8s.CoreV1Api(api)
+    version = None
+    while not stop.is_set():
+        w = watch.Watch()
+        for event in w.stream(
+            core.list_namespaced_config_map,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=2,
+            **({"resource_version": version} if version else {}),
+        ):
+            data = event["object"].data or {}
+            if not seen or seen[-1] != data:
+                seen.append(data)
+        version = w.resource_version
 
 
 def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
