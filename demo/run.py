@@ -58,9 +58,7 @@ def start_cluster() -> tuple[str, KwokCluster | None, Path | None]:
     if cluster.exists():
         say(f"reusing the running demo cluster ({cluster.kubeconfig})")
     else:
-        say(
-            "starting a local control plane (etcd, apiserver, controller-manager, scheduler, kwok)"
-        )
+        say("starting a local control plane (etcd, apiserver, controller-manager, scheduler, kwok)")
         start = time.monotonic()
         cluster.create()
         print(f"   ready in {time.monotonic() - start:.1f}s")
@@ -92,9 +90,7 @@ def main() -> int:
     kubeconfig, cluster, kubectl = start_cluster()
     api = api_client(kubeconfig)
     install_crd(api)
-    say(
-        "creating what the examples target (namespaces, Deployments, ConfigMaps, node worker-1)"
-    )
+    say("creating what the examples target (namespaces, Deployments, ConfigMaps, node worker-1)")
     create_example_targets(api)
 
     work = STATE / time.strftime("run-%Y%m%d-%H%M%S")

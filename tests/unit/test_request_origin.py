@@ -18,7 +18,6 @@ from reconciler.actions.registry import KubeActions
 from reconciler.engine.interface import StepContext
 from reconciler.manifest.schema import Workflow
 
-
 # what the client's discovery (DynamicClient) asks first
 DISCOVERY = {
     "/api": {"kind": "APIVersions", "versions": ["v1"]},
@@ -44,7 +43,7 @@ def server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_PATCH = _answer  # noqa: N815
+        do_GET = do_PATCH = _answer
 
         def log_message(self, *args: object) -> None:
             pass
