@@ -5,6 +5,7 @@ WorkflowExecution (issue 4, e2e items 3-5)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 
 from kubehelp import (
     api,  # noqa: F401  (fixture)
@@ -21,6 +22,7 @@ from kubehelp import (
     workflow_yaml,
 )
 from kubernetes import client as k8s
+from kubernetes import watch
 
 from reconciler.actions.kube import Kube
 from reconciler.engine.record import ErrorKind, RunPhase, StepPhase, UndoResult
@@ -276,49 +278,92 @@ def test_drain_retries_429_and_succeeds_once_the_budget_relaxes(api, namespace, 
 def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(
     api, namespace, own_node
 ) -> None:
+    """`kubectl delete` of a running WorkflowExecution, watched from the delete until the
+    object is gone: it stays (finalizer) while the run is cancelled and rolled back, its last
+    status is RolledBack, every target is restored and nothing it owned is left."""
+    core = k8s.CoreV1Api(api)
     deployment(api, namespace, "web", replicas=1)
-    node = own_node
-    deployment(api, namespace, "guarded", replicas=2, node=node)
+    deployment(api, namespace, "guarded", replicas=2, node=own_node)
     pdb(api, namespace, "guarded", 2)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "db"}, "stringData": {"K": secret("delete-orig-e2e")}}
+    )
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "db-new"}, "stringData": {"K": secret("delete-new-e2e")}}
+    )
     steps = f"""\
-    - name: scale
-      action: ScaleDeployment
-      target: {{namespace: {namespace}, name: web}}
-      params: {{replicas: 3}}
-      timeout: 90s
-    - name: drain
-      action: DrainNode
-      dependsOn: [scale]
-      target: {{name: {node}}}
-      timeout: 5m
+    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace}, name: web}}, params: {{replicas: 3}}, timeout: 90s}}
+    - {{name: rotate, action: UpdateSecret, dependsOn: [scale], target: {{namespace: {namespace}, name: db}}, params: {{fromSecret: {{name: db-new}}}}}}
+    - {{name: job, action: Custom, dependsOn: [rotate], target: {{namespace: {namespace}}}, params: {{image: busybox, command: [sh, -c, 'echo ok']}}, timeout: 60s}}
+    - {{name: drain, action: DrainNode, dependsOn: [job], target: {{name: {own_node}}}, timeout: 5m}}
 """
     text = workflow_yaml("delete-me", steps)
     from kubehelp import load
 
     run_id = load(text).run_id
-    seen_while_rolling_back: list[bool] = []
+    seen: list[tuple[str, str | None, bool]] = []  # (event, status phase, being deleted)
 
-    def delete_when_draining() -> None:
+    def delete_when_draining_and_watch_until_gone() -> None:
         wait_for(
             lambda: (execution(api, run_id) or {}).get("status", {}).get("currentStep") == "drain",
             60,
             "drain running",
         )
+        version = execution(api, run_id)["metadata"]["resourceVersion"]
         k8s.CustomObjectsApi(api).delete_cluster_custom_object(
             "reconciler.dev", "v1alpha1", "workflowexecutions", run_id
         )
-        # the finalizer holds the object until the rollback is recorded
-        seen_while_rolling_back.append(execution(api, run_id) is not None)
+        w = watch.Watch()
+        for event in w.stream(
+            k8s.CustomObjectsApi(api).list_cluster_custom_object,
+            "reconciler.dev",
+            "v1alpha1",
+            "workflowexecutions",
+            field_selector=f"metadata.name={run_id}",
+            resource_version=version,
+            timeout_seconds=90,
+        ):
+            obj = event["object"]
+            phase = (obj.get("status") or {}).get("phase")
+            seen.append((event["type"], phase, bool(obj["metadata"].get("deletionTimestamp"))))
+            if event["type"] == "DELETED":
+                w.stop()
 
-    record = run_workflow(api, text, during=delete_when_draining, after=0)
+    record = run_workflow(api, text, during=delete_when_draining_and_watch_until_gone, after=0)
     assert record.reason == "Cancelled"
     assert record.phase == RunPhase.ROLLED_BACK
     assert record.steps["drain"].phase == StepPhase.CANCELLED
-    assert [e.step for e in record.rollback.entries] == ["drain", "scale"]
+    assert [(e.step, e.result) for e in record.rollback.entries] == [
+        ("drain", UndoResult.UNDONE),
+        ("job", UndoResult.IRREVERSIBLE),
+        ("rotate", UndoResult.UNDONE),
+        ("scale", UndoResult.UNDONE),
+    ]
+    assert seen and seen[-1][0] == "DELETED", seen
+    assert all(deleting for _, _, deleting in seen), "not held by the finalizer"
+    phases = [phase for _, phase, _ in seen]
+    assert "RollingBack" in phases and phases[-1] == "RolledBack", phases
+    assert phases.index("RollingBack") < len(phases) - 1 - phases[::-1].index("RolledBack")
+    assert execution(api, run_id) is None
+    # every target restored
     assert read_deployment(api, namespace, "web").spec.replicas == 1
-    assert not unschedulable(api, node)
-    assert seen_while_rolling_back == [True]
-    wait_for(lambda: execution(api, run_id) is None, 30, "WorkflowExecution released and deleted")
+    value = base64.b64decode(core.read_namespaced_secret("db", namespace).data["K"]).decode()
+    assert value == "delete-orig-e2e"
+    assert not unschedulable(api, own_node)
+    # and nothing the run owned is left (garbage collection follows the owner references)
+    selector = f"reconciler.dev/run-id={run_id}"
+    batch = k8s.BatchV1Api(api)
+    wait_for(
+        lambda: not batch.list_namespaced_job(namespace, label_selector=selector).items,
+        60,
+        "the run's Job collected",
+    )
+    wait_for(
+        lambda: not core.list_namespaced_secret("reconciler-system", label_selector=selector).items,
+        60,
+        "the run's capture Secret collected",
+    )
+    assert record.steps["job"].result and record.steps["rotate"].captured["captureSecret"]
 
 
 def test_metadata_list_of_nothing_is_empty(api, namespace) -> None:
