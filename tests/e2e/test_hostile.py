@@ -18,10 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubehelp import api, deployment, read_deployment, wait_for  # noqa: F401
 
+from reconciler.manifest.errors import format_path
 from reconciler.manifest.loader import load_paths, reject_duplicate_names
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+# the daemon's own policy: the default protected namespaces and its own
+ORACLE_POLICY = Policy(protected=frozenset([*DEFAULT_PROTECTED, "reconciler-system"]))
 
 
 def test_hostile_manifests_are_recorded_and_valid_ones_still_run(
@@ -55,8 +58,18 @@ def test_hostile_manifests_are_recorded_and_valid_ones_still_run(
     )
     assert read_deployment(api, namespace, "web").spec.replicas == 2
     errors = wait_for(lambda: remote.show("runs/_errors.md"), 20, "errors recorded")
-    for name in [p.name for p in CORPUS.glob("*.yaml")] + ["huge.yaml", "escape.yaml"]:
-        assert f"`workflows/{name}`" in errors, name
+    # the loader, run here on the same files, says where each error is: the daemon's record
+    # must say the same (file, line, column, field), for every file it rejects
+    files = sorted(p for p in (remote.clone / "workflows").glob("*.yaml") if not p.is_symlink())
+    oracle = reject_duplicate_names(load_paths(files, ORACLE_POLICY))
+    rejected = {Path(issue.file).name for issue in oracle.issues}
+    assert rejected == {p.name for p in CORPUS.glob("*.yaml")} | {"huge.yaml"}
+    # a symlink in git is refused as such (the loader here would follow it)
+    assert "| `workflows/escape.yaml` | 0 | 0 | `—` | symlinks are not followed" in errors
+    for issue in oracle.issues:
+        where = format_path(issue.path) or "—"
+        row = f"| `workflows/{Path(issue.file).name}` | {issue.line} | {issue.column} | `{where}` |"
+        assert row in errors, (row, errors)
     assert "over the 8 MiB limit" in errors and "symlinks are not followed" in errors
     assert daemon.get("/healthz")[0] == 200 and daemon.proc.poll() is None
     # the daemon's commits touch only the records path
@@ -149,9 +162,8 @@ def test_generated_manifests_each_get_their_recorded_error_and_the_daemon_stays_
     files["valid.yaml"] = _valid("valid", namespace)
     for name, text in files.items():
         remote.write(f"workflows/{name}", text)
-    oracle_policy = Policy(protected=frozenset([*DEFAULT_PROTECTED, "reconciler-system"]))
     oracle = reject_duplicate_names(
-        load_paths(sorted((remote.clone / "workflows").glob("*.yaml")), oracle_policy)
+        load_paths(sorted((remote.clone / "workflows").glob("*.yaml")), ORACLE_POLICY)
     )
     daemon = Daemon(str(remote.bare), root / "work", kubeconfig, "--interval", "3600").start()
     try:
