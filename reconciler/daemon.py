@@ -29,14 +29,19 @@ from reconciler.actions.kube import Kube, process_identity
 from reconciler.dryrun import dry_run_workflow
 from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
-from reconciler.execution import AlreadyRun, run_in_cluster
+from reconciler.execution import (
+    AlreadyRun,
+    InputsLost,
+    remove_finalizer,
+    run_in_cluster,
+    workflow_of,
+)
 from reconciler.httpserver import Endpoints, HttpServer, threadsafe_setter
 from reconciler.logs import log_transition
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.errors import ManifestIssue, format_path
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.policy import Policy
-from reconciler.manifest.schema import Workflow
 from reconciler.metrics import Metrics
 from reconciler.plan import plan_workflow, render_text
 from reconciler.runonce import API_THREADS, ensure_namespace
@@ -593,6 +598,18 @@ class Daemon:
             )
             self._submit_final(record, item["spec"].get("source", ""))
 
+    async def _forget_unstarted(self, item: dict[str, Any], why: str) -> None:
+        """A run whose inputs were lost before its first step (the process died between
+        creating its execution and keeping its inline Secret values) is forgotten: with the
+        execution gone, the next sync queues it again from git."""
+        name = item["metadata"]["name"]
+        if (item.get("status") or {}).get("record"):
+            log.error("cannot resume %s: %s", name, why, extra={"run_id": name})
+            return
+        log.warning("run %s never started and %s: it starts again", name, why)
+        await remove_finalizer(self.kube, name)
+        await self.kube.delete(f"workflowexecution {name}", execution_path(name))
+
     async def _resume_unfinished(self) -> None:
         """Runs a previous leader (or this process before a crash) left unfinished."""
         selector = ",".join(f"{k}={v}" for k, v in self.labels.items())
@@ -610,7 +627,10 @@ class Daemon:
                 continue
             spec = item["spec"]
             try:
-                workflow = Workflow.model_validate(unpack(spec["manifest"]))
+                workflow = await workflow_of(self.kube, item)
+            except InputsLost as err:
+                await self._forget_unstarted(item, str(err))
+                continue
             except Exception as err:  # one unreadable checkpoint must not stop the daemon
                 log.error("cannot resume %s: %s", item["metadata"]["name"], err)
                 continue

@@ -9,11 +9,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from reconciler import failpoints
 from reconciler.actions.kube import Kube, is_status, request_origin
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
 from reconciler.engine.runner import Engine
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.schema import Workflow
+from reconciler.state import inputs
 from reconciler.state.checkpoint import (
     API_VERSION,
     FINALIZER,
@@ -29,16 +32,26 @@ from reconciler.state.events import EventRecorder
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
 
 
+def manifest_of(loaded: LoadedWorkflow) -> dict[str, Any]:
+    return loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
 def execution_body(
-    loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
+    loaded: LoadedWorkflow,
+    revision: str | None,
+    labels: dict[str, str] | None = None,
+    inputs_namespace: str = "reconciler-system",
 ) -> dict[str, Any]:
-    manifest = loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    manifest = manifest_of(loaded)
+    redacted = inputs.redact(manifest)
     spec = {
         "workflow": loaded.name,
         "contentHash": loaded.digest,
         "source": loaded.file,
-        "manifest": pack(manifest),
+        "manifest": pack(redacted or manifest),
     }
+    if redacted is not None:  # the values live in a Secret (state/inputs.py)
+        spec["inputs"] = f"{inputs_namespace}/{inputs.secret_name(loaded.run_id)}"
     if revision:
         spec["revision"] = revision
     return {
@@ -70,18 +83,40 @@ async def create_execution(
     kube: Kube, loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
     what = f"workflowexecution {loaded.run_id}"
-    body = execution_body(loaded, revision, labels)
+    body = execution_body(loaded, revision, labels, kube.capture_namespace)
     try:
-        return await kube.write(what, "POST", execution_path(), body)
+        execution = await kube.write(what, "POST", execution_path(), body)
     except Exception as err:
         if not is_status(err.__cause__, 409):
             raise
-    existing = await kube.get(what, execution_path(loaded.run_id))
-    status = existing.get("status") or {}
-    phase = status.get("phase", RunPhase.PENDING.value)
-    if RunPhase(phase).finished:
-        raise AlreadyRun(unpack(status["record"]) if "record" in status else None, phase) from None
-    return existing  # created earlier but not finished: this process runs it now
+        execution = await kube.get(what, execution_path(loaded.run_id))
+        status = execution.get("status") or {}
+        phase = status.get("phase", RunPhase.PENDING.value)
+        if RunPhase(phase).finished:
+            record = unpack(status["record"]) if "record" in status else None
+            raise AlreadyRun(record, phase) from None
+        # created earlier but not finished: this process runs it now
+    failpoints.reached("created")
+    if "inputs" in body["spec"]:  # before the first step: resume needs it
+        await inputs.store(kube, loaded.run_id, manifest_of(loaded), owner_reference(execution))
+    return execution
+
+
+class InputsLost(Exception):
+    """The run's inline Secret values are gone: it was created, and the process died
+    before keeping them (nothing ran yet), or someone deleted their Secret."""
+
+
+async def workflow_of(kube: Kube, execution: dict[str, Any]) -> Workflow:
+    """The workflow a WorkflowExecution runs, its inline Secret values put back."""
+    spec = execution["spec"]
+    manifest = unpack(spec["manifest"])
+    if spec.get("inputs"):
+        kept = await inputs.load(kube, spec["inputs"])
+        if kept is None:
+            raise InputsLost(f"the Secret {spec['inputs']} with its inline Secret values is gone")
+        manifest = kept
+    return Workflow.model_validate(manifest)
 
 
 async def remove_finalizer(kube: Kube, name: str) -> None:

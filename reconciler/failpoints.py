@@ -9,6 +9,7 @@ milliseconds, so the process kills itself there, as etcd's gofail failpoints do.
     RECONCILER_FAILPOINTS=finished,pushed   die at the first of these reached
 
 Points (where reached() is called says exactly what is and is not durable yet):
+    created          a run's WorkflowExecution exists; its inline Secret values not kept
     captured:<step>  the step's captured state is checkpointed; its apply not sent
     applied:<step>   its apply reached the API server; nothing checkpointed since
     waited:<step>    its change took effect; its Succeeded checkpoint not written

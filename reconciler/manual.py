@@ -17,6 +17,7 @@ from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunPhase, RunRecord, Transition, UndoResult, record_from_dict
 from reconciler.engine.rollback import run_rollback
+from reconciler.execution import InputsLost, workflow_of
 from reconciler.manifest.schema import Workflow
 from reconciler.source.git import GitRepo
 from reconciler.state.checkpoint import Checkpointer, execution_path, owner_reference, unpack
@@ -92,7 +93,10 @@ async def rollback_run(
         )
     if phase == RunPhase.ROLLED_BACK:
         raise PermanentError(f"{run_id} is already rolled back")
-    workflow = Workflow.model_validate(unpack(execution["spec"]["manifest"]))
+    try:
+        workflow = await workflow_of(kube, execution)
+    except InputsLost:  # undos need no new Secret value: their captured keys say what to undo
+        workflow = Workflow.model_validate(unpack(execution["spec"]["manifest"]))
     record = record_from_dict(unpack(execution["status"]["record"]))
     if record.rollback is not None:  # a partial rollback: try again what failed or was not reached
         record.rollback.entries = [

@@ -279,3 +279,23 @@ def test_secret_merge_from_a_source_that_gains_a_key_changes_and_undoes_only_cap
     applied, undone = asyncio.run(main())
     assert applied == ["keep", "password"]
     assert undone == ["keep"]
+
+
+def test_inline_secret_values_are_redacted_for_the_execution_only() -> None:
+    from reconciler.state.inputs import redact
+
+    manifest = {
+        "spec": {
+            "steps": [
+                {"name": "a", "action": "UpdateSecret", "params": {"data": {"K": "s3cret"}}},
+                {"name": "b", "action": "UpdateConfigMap", "params": {"data": {"K": "plain"}}},
+                {"name": "c", "action": "UpdateSecret", "params": {"fromSecret": {"name": "x"}}},
+            ]
+        }
+    }
+    redacted = redact(manifest)
+    assert redacted is not None and "s3cret" not in str(redacted)
+    assert redacted["spec"]["steps"][0]["params"]["data"]["K"].startswith("sha256:")
+    assert redacted["spec"]["steps"][1:] == manifest["spec"]["steps"][1:]  # untouched
+    assert manifest["spec"]["steps"][0]["params"]["data"] == {"K": "s3cret"}  # not mutated
+    assert redact({"spec": {"steps": manifest["spec"]["steps"][1:]}}) is None

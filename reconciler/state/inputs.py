@@ -1,0 +1,77 @@
+"""Secret values a manifest carries inline (UpdateSecret's `data`) stay out of the
+WorkflowExecution.
+
+A WorkflowExecution is cluster-scoped and keeps the run's manifest so that a restarted
+daemon can resume it; whoever may read WorkflowExecutions is not whoever may read the
+Secrets a run rotates. So the execution keeps the manifest with those values replaced by
+sha256 digests, and the manifest as written is kept in a Secret in the daemon's namespace,
+owned by the execution (deleting the run deletes it), read back on resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+from reconciler.actions.base import digest
+from reconciler.actions.kube import Kube, is_status, ns_path
+from reconciler.engine.errors import ActionError
+
+KEY = "manifest"
+
+
+def redact(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest with every inline Secret value replaced by its digest; None if it has
+    none (then the execution keeps the manifest as it is)."""
+    redacted = copy.deepcopy(manifest)
+    found = False
+    for step in (redacted.get("spec") or {}).get("steps") or []:
+        params = step.get("params") or {}
+        if step.get("action") == "UpdateSecret" and isinstance(params.get("data"), dict):
+            params["data"] = {k: digest(str(v)) for k, v in params["data"].items()}
+            found = True
+    return redacted if found else None
+
+
+def secret_name(run_id: str) -> str:
+    return f"{run_id}-inputs"
+
+
+async def store(kube: Kube, run_id: str, manifest: dict[str, Any], owner: dict[str, Any]) -> str:
+    """Keep the manifest as written in a Secret owned by the run; `namespace/name`."""
+    namespace, name = kube.capture_namespace, secret_name(run_id)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "reconciler",
+                "reconciler.dev/run-id": run_id[:63],
+            },
+            "ownerReferences": [owner],
+        },
+        "type": "Opaque",
+        "data": {KEY: base64.b64encode(json.dumps(manifest).encode()).decode()},
+    }
+    try:
+        await kube.write(
+            f"inputs secret {namespace}/{name}", "POST", ns_path("v1", namespace, "secrets"), body
+        )
+    except ActionError as err:
+        if not is_status(err.__cause__, 409):  # made before a crash: the same content
+            raise
+    return f"{namespace}/{name}"
+
+
+async def load(kube: Kube, ref: str) -> dict[str, Any] | None:
+    """The manifest kept by `store`, or None if its Secret is gone."""
+    namespace, name = ref.split("/", 1)
+    secret = await kube.find(f"inputs secret {ref}", ns_path("v1", namespace, "secrets", name))
+    if secret is None:
+        return None
+    result: dict[str, Any] = json.loads(base64.b64decode(secret["data"][KEY]))
+    return result
