@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -106,6 +107,29 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
         yield str(cluster.kubeconfig)
     finally:
         cluster.delete()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reconciler_log_of_this_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What reconciler logs inside this process (workflows run in-process by kubehelp, at
+    INFO and above) also goes to a file, which the secret scan reads like a daemon's log."""
+    from daemonhelp import LOGS
+
+    from reconciler.logs import JsonFormatter
+
+    path = tmp_path_factory.mktemp("logs") / "pytest-process.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("reconciler")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    LOGS.append(path)
+    yield
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    handler.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,27 @@ def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     ).stdout.strip()
 
 
-REMOTES: list[Path] = []  # every bare remote of the session, for the secret scan
-LOGS: list[Path] = []  # every daemon log of the session, likewise
+# For the secret scan after the suite (test_zz_secret_scan.py): every bare remote, every
+# log of a process of ours (daemons, CLI runs, the pytest process's own), every daemon
+# workdir (its spool and git mirror) the session made.
+REMOTES: list[Path] = []
+LOGS: list[Path] = []
+WORKDIRS: list[Path] = []
+
+
+def run_cli(*args: str, timeout: float = 120, log_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`reconciler ARGS` as a user runs it; its output is kept for the secret scan."""
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    log = log_dir / f"cli-{len(LOGS)}-{args[0]}.log"
+    log.write_text(f"$ reconciler {' '.join(args)}\n{done.stdout}\n{done.stderr}")
+    LOGS.append(log)
+    return done
 
 
 class Remote:
@@ -121,6 +140,7 @@ class Daemon:
             self.env["RECONCILER_FAILPOINTS"] = failpoints
         self.log_path = workdir.parent / f"{name}-{self.port}.log"
         LOGS.append(self.log_path)
+        WORKDIRS.append(workdir)
         self.args = [
             sys.executable,
             "-m",

@@ -33,6 +33,8 @@ from kubehelp import (  # noqa: F401  (fixtures)
 )
 from kubernetes import client as k8s
 
+from reconciler.state.checkpoint import unpack
+
 KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))  # random kills a round, at most 11
 ROUNDS = int(os.environ.get("RECONCILER_CRASH_ROUNDS", "1"))  # make soak: 6
 # One process per point, in run order; each kills itself there. The comment says what is
@@ -360,3 +362,52 @@ def test_kill_9_mid_rollback_undoes_each_step_once(
         " RolledBack, undos in reverse order, each cut-short undo sent again once, every"
         " target restored"
     )
+
+
+def test_inline_secret_values_stay_out_of_the_execution_and_survive_kill_9(
+    api, namespace, kubeconfig, remote, daemons, audit_log, tmp_path: Path
+) -> None:
+    """A value written inline in the workflow (UpdateSecret `data`: the user's choice to
+    keep it in git) must not reach the cluster-scoped WorkflowExecution, which people who may
+    not read that Secret can read; a restarted daemon must still apply the value itself.
+    Killed once after creating the execution but before keeping the values (the run is
+    forgotten and starts again from git), once after the step's capture."""
+    audit = needs_audit(audit_log)
+    core = k8s.CoreV1Api(api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "db"}, "stringData": {"K": secret("inline-orig-e2e")}}
+    )
+    value = secret("inline-rotated-e2e", in_git=True)  # in the workflow file, nowhere else
+    name = f"inline-{namespace[-8:]}"
+    remote.write(
+        "workflows/inline.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  steps:
+    - {{name: rotate, action: UpdateSecret, target: {{namespace: {namespace}, name: db}}, params: {{data: {{K: {value}}}}}}}
+""",
+    )
+    remote.commit_all("rotate with an inline value")
+    workdir = tmp_path / "work"
+    lives = lives_at_named_points(
+        api, remote, kubeconfig, daemons, workdir, name, ("created", "captured:rotate")
+    )
+    _, last = last_life(remote, kubeconfig, daemons, workdir, name)
+    lives.append(last)
+    (run_id,) = run_ids(api, name)
+    data = core.read_namespaced_secret("db", namespace).data
+    assert base64.b64decode(data["K"]).decode() == value  # the value, not its digest
+    assert "never started" in daemons[1].logs()  # life 1 forgot the run life 0 created
+    we = execution(api, run_id)
+    packed = [we["spec"]["manifest"], we["status"]["record"]]
+    for text in [str(we), *(str(unpack(p)) for p in packed)]:
+        assert value not in text and base64.b64encode(value.encode()).decode() not in text
+    ref = we["spec"]["inputs"]
+    kept = core.read_namespaced_secret(ref.split("/")[1], ref.split("/")[0])
+    assert [o.uid for o in kept.metadata.owner_references] == [we["metadata"]["uid"]]
+    audit.settle(api)
+    check_applied_once(audit.of_run(run_id), lives)  # life 0 never got to the step
+    record = remote.show(f"runs/{name}/{run_id}.yaml")
+    assert value not in record and "inline-orig-e2e" not in record

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     record_commits,
     remote,
     run_at_step,
+    run_cli,
     scale_workflow,
     sh,
 )
@@ -327,26 +327,11 @@ def test_daemon_once_runs_what_is_new_and_exits_with_its_status(
     remote.commit_all("two workflows")
 
     def once() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "daemon",
-                "--repo",
-                str(remote.bare),
-                "--workdir",
-                str(tmp_path / "work"),
-                "--kubeconfig",
-                kubeconfig,
-                "--listen",
-                "127.0.0.1:0",
-                "--once",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        work = str(tmp_path / "work")
+        return run_cli(
+            *("daemon", "--repo", str(remote.bare), "--workdir", work, "--kubeconfig", kubeconfig),
+            *("--listen", "127.0.0.1:0", "--once"),
+            log_dir=tmp_path,
         )
 
     first = once()
@@ -496,8 +481,6 @@ spec:
 def test_status_and_manual_rollback_of_a_finished_run(
     api, namespace, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
 
     deployment(api, namespace, "web", replicas=1, image="registry.example/web:1")
     core = k8s.CoreV1Api(api)
@@ -525,13 +508,7 @@ spec:
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(*args, log_dir=tmp_path)
 
     status = cli("status", "--repo", str(remote.bare))
     assert status.returncode == 0
