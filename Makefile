@@ -34,8 +34,9 @@ demo: $(STAMP)
 
 soak: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
-	RECONCILER_SOAK_CYCLES=2000 RECONCILER_CRASH_ROUNDS=6 $(BIN)/pytest -s tests/e2e/test_soak.py \
-	  tests/e2e/test_faults.py tests/e2e/test_load.py -k "sync_cycles or kill_9 or many_workflows"
+	RECONCILER_SOAK_CYCLES=1000 RECONCILER_CRASH_ROUNDS=6 $(BIN)/pytest -s tests/e2e/test_soak.py \
+	  tests/e2e/test_crash.py tests/e2e/test_load.py tests/e2e/test_zz_secret_scan.py \
+	  -k "does_not_leak or kill_9 or many_workflows or secret"
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
