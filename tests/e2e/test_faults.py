@@ -79,10 +79,6 @@ def test_git_remote_down_then_rejecting_then_back_loses_nothing(
         30,
         "the run finished in the cluster",
     )
-    # a person pushes while the daemon's records wait in its spool
-    remote.write("docs/while-queued.md", "pushed while the daemon's records queue\n")
-    theirs = remote.commit_all("a person's commit while records queue")
-    assert not record_commits(remote, name), "a record got through the refusing remote"
     wait_for(lambda: len(list((workdir / "spool").glob("*.json"))) >= 2, 10, "records spooled")
     refused_before_kill = push_retries(first)
     first.kill()  # -9, with its records only on disk
@@ -91,6 +87,11 @@ def test_git_remote_down_then_rejecting_then_back_loses_nothing(
     daemons.append(second.start(wait_ready=False))
     wait_for(lambda: "from a previous run will be pushed" in second.logs(), 30, "spool recovered")
     lives.append(Life(second.pid, "second"))
+    wait_for(lambda: push_retries(second) > 0, 30, "the restarted daemon's pushes refused")
+    # a person pushes while the restarted daemon's records wait: they must land on top of it
+    remote.write("docs/while-queued.md", "pushed while the daemon's records queue\n")
+    theirs = remote.commit_all("a person's commit while records queue")
+    assert not record_commits(remote, name), "a record got through the refusing remote"
     # the remote disappears altogether for a while
     moved = remote.bare.with_name("gone.git")
     remote.bare.rename(moved)
