@@ -23,7 +23,7 @@ test-unit: $(STAMP)
 
 test-e2e: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest --durations=15 tests/e2e
 
 cluster:
 	bash tests/e2e/cluster/build.sh
