@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 soak: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
-	RECONCILER_SOAK_CYCLES=1000 RECONCILER_CRASH_ROUNDS=6 $(BIN)/pytest -s tests/e2e/test_soak.py \
+	RECONCILER_SOAK_CYCLES=1000 RECONCILER_CRASH_ROUNDS=6 RECONCILER_LOAD_SCALE=1 $(BIN)/pytest -s tests/e2e/test_soak.py \
 	  tests/e2e/test_crash.py tests/e2e/test_load.py tests/e2e/test_zz_secret_scan.py \
 	  -k "does_not_leak or kill_9 or many_workflows or secret"
 

@@ -31,6 +31,9 @@ from kubernetes import client as k8s
 from reconciler.actions.kube import API_CONNECTIONS
 
 WORKFLOWS = int(os.environ.get("RECONCILER_LOAD_WORKFLOWS", "200"))
+# the large workflows' sizes times this: make test 0.25 (largest 125 steps), make soak 1
+# (largest 500); the run is bound by the 2 cores the API server, etcd and the daemon share
+SCALE = float(os.environ.get("RECONCILER_LOAD_SCALE", "0.25"))
 GLOBAL_LIMIT = 16  # --max-concurrent-steps
 KEYS_PER_CONFIGMAP = 10  # steps of one workflow share ConfigMaps, so merges really interleave
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "deployment.yaml"
@@ -44,9 +47,9 @@ class Shape:
     max_concurrent: int
 
 
-def shapes(count: int, rng: random.Random) -> list[Shape]:
-    """Mixed sizes: a few large DAGs (up to 500 steps), many small ones."""
-    sizes = [500, 200, 100, 100, 100] + [50] * 5 + [20] * 20
+def shapes(count: int, rng: random.Random, scale: float = 1.0) -> list[Shape]:
+    """Mixed sizes: a few large DAGs (up to 500 steps, times `scale`), many small ones."""
+    sizes = [max(1, round(n * scale)) for n in [500, 200, 100, 100, 100] + [50] * 5 + [20] * 20]
     sizes = (sizes + [rng.randint(1, 10) for _ in range(count)])[:count]
     return [
         Shape(f"load-{i}", n, rng.choice([1, 3, 8, 20]), rng.choice([1, 2, 4, 8]))
@@ -131,7 +134,7 @@ def test_many_workflows_at_once_all_finish_within_limits_and_flat_resources(
     api, namespace, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
     core = k8s.CoreV1Api(api)
-    plan = shapes(WORKFLOWS, random.Random(os.environ.get("RECONCILER_LOAD_SEED", "200")))
+    plan = shapes(WORKFLOWS, random.Random(os.environ.get("RECONCILER_LOAD_SEED", "200")), SCALE)
     for shape in plan:
         for g in range((shape.steps - 1) // KEYS_PER_CONFIGMAP + 1):
             core.create_namespaced_config_map(

@@ -16,7 +16,7 @@ from figures import report
 from kubehelp import api, configmap, configmap_data, run_ids, wait_for  # noqa: F401
 from test_load import Usage, children_of
 
-CYCLES = int(os.environ.get("RECONCILER_SOAK_CYCLES", "60"))
+CYCLES = int(os.environ.get("RECONCILER_SOAK_CYCLES", "40"))
 HISTORY = 3  # --execution-history: finished WorkflowExecutions kept per workflow
 
 
