@@ -74,3 +74,26 @@ def run_labels(ctx: StepContext, step: StepBase) -> dict[str, str]:
         "reconciler.dev/run-id": ctx.run_id[:63],
         "reconciler.dev/step": step.name,
     }
+
+
+def owned_secret(
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    owner: dict[str, Any] | None,
+    data: dict[str, str],
+) -> dict[str, Any]:
+    """A Secret a run keeps for itself (captured values, inline inputs), owned by its
+    WorkflowExecution so that deleting the run deletes it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner] if owner else [],
+        },
+        "type": "Opaque",
+        "data": data,
+    }

@@ -11,7 +11,14 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.actions.base import Action, digest, run_labels, run_object_name, target_of
+from reconciler.actions.base import (
+    Action,
+    digest,
+    owned_secret,
+    run_labels,
+    run_object_name,
+    target_of,
+)
 from reconciler.actions.kube import Kube, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
@@ -124,18 +131,7 @@ class UpdateSecret(Action):
     ) -> Captured:
         original = await self._data(kube, step)
         namespace, name = self._capture_ref(kube, ctx, step)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": run_labels(ctx, step),
-                "ownerReferences": [owner] if owner else [],
-            },
-            "type": "Opaque",
-            "data": original,
-        }
+        body = owned_secret(namespace, name, run_labels(ctx, step), owner, original)
         path = ns_path("v1", namespace, "secrets", name)
         existing = await kube.find(f"capture secret {namespace}/{name}", path)
         if existing is None:

@@ -15,7 +15,7 @@ import copy
 import json
 from typing import Any
 
-from reconciler.actions.base import digest
+from reconciler.actions.base import digest, owned_secret
 from reconciler.actions.kube import Kube, is_status, ns_path
 from reconciler.engine.errors import ActionError
 
@@ -42,21 +42,9 @@ def secret_name(run_id: str) -> str:
 async def store(kube: Kube, run_id: str, manifest: dict[str, Any], owner: dict[str, Any]) -> str:
     """Keep the manifest as written in a Secret owned by the run; `namespace/name`."""
     namespace, name = kube.capture_namespace, secret_name(run_id)
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/managed-by": "reconciler",
-                "reconciler.dev/run-id": run_id[:63],
-            },
-            "ownerReferences": [owner],
-        },
-        "type": "Opaque",
-        "data": {KEY: base64.b64encode(json.dumps(manifest).encode()).decode()},
-    }
+    labels = {"app.kubernetes.io/managed-by": "reconciler", "reconciler.dev/run-id": run_id[:63]}
+    data = {KEY: base64.b64encode(json.dumps(manifest).encode()).decode()}
+    body = owned_secret(namespace, name, labels, owner, data)
     try:
         await kube.write(
             f"inputs secret {namespace}/{name}", "POST", ns_path("v1", namespace, "secrets"), body

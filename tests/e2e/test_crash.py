@@ -55,17 +55,28 @@ NAMED_POINTS = (
 ROLLBACK_POINTS = ("undone:r6", "undone:r4", "undone:r2", "undone:r1")
 
 
+def header(name: str) -> str:
+    return (
+        "apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\n"
+        f"metadata: {{name: {name}}}\nspec:\n  timeout: 10m\n  steps:\n"
+    )
+
+
+def four_changes(ns: str, p: str) -> str:
+    """Steps {p}1-{p}4, a chain: replicas, image, a ConfigMap merge, a Secret from another."""
+    return f"""\
+    - {{name: {p}1, action: ScaleDeployment, target: {{namespace: {ns}, name: a}}, params: {{replicas: 2}}, timeout: 60s}}
+    - {{name: {p}2, action: UpdateImage, dependsOn: [{p}1], target: {{namespace: {ns}, name: a}}, params: {{container: app, image: "registry.example/a:2"}}, timeout: 60s}}
+    - {{name: {p}3, action: UpdateConfigMap, dependsOn: [{p}2], target: {{namespace: {ns}, name: cfg}}, params: {{data: {{K: "2"}}}}}}
+    - {{name: {p}4, action: UpdateSecret, dependsOn: [{p}3], target: {{namespace: {ns}, name: sec}}, params: {{fromSecret: {{name: sec-new}}}}}}
+"""
+
+
 def ten_steps(ns: str, node: str, name: str) -> str:
-    return f"""apiVersion: reconciler.dev/v1alpha1
-kind: Workflow
-metadata: {{name: {name}}}
-spec:
-  timeout: 10m
-  steps:
-    - {{name: s1, action: ScaleDeployment, target: {{namespace: {ns}, name: a}}, params: {{replicas: 2}}, timeout: 60s}}
-    - {{name: s2, action: UpdateImage, dependsOn: [s1], target: {{namespace: {ns}, name: a}}, params: {{container: app, image: "registry.example/a:2"}}, timeout: 60s}}
-    - {{name: s3, action: UpdateConfigMap, dependsOn: [s2], target: {{namespace: {ns}, name: cfg}}, params: {{data: {{K: "2"}}}}}}
-    - {{name: s4, action: UpdateSecret, dependsOn: [s3], target: {{namespace: {ns}, name: sec}}, params: {{fromSecret: {{name: sec-new}}}}}}
+    return (
+        header(name)
+        + four_changes(ns, "s")
+        + f"""\
     - {{name: s5, action: CordonNode, dependsOn: [s4], target: {{name: {node}}}}}
     - {{name: s6, action: UncordonNode, dependsOn: [s5], target: {{name: {node}}}}}
     - name: s7
@@ -81,21 +92,16 @@ spec:
       params: {{manifest: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: applied, namespace: {ns}}}, data: {{X: "1"}}}}}}
     - {{name: s10, action: UpdateImage, dependsOn: [s9], target: {{namespace: {ns}, name: b}}, params: {{container: app, image: "registry.example/b:2"}}, timeout: 60s}}
 """
+    )
 
 
 def seven_steps_then_a_failure(ns: str, node: str, name: str) -> str:
     """Six reversible changes, then a step that fails (its Deployment does not exist):
     rollback undoes r6 .. r1, in that order."""
-    return f"""apiVersion: reconciler.dev/v1alpha1
-kind: Workflow
-metadata: {{name: {name}}}
-spec:
-  timeout: 10m
-  steps:
-    - {{name: r1, action: ScaleDeployment, target: {{namespace: {ns}, name: a}}, params: {{replicas: 2}}, timeout: 60s}}
-    - {{name: r2, action: UpdateImage, dependsOn: [r1], target: {{namespace: {ns}, name: a}}, params: {{container: app, image: "registry.example/a:2"}}, timeout: 60s}}
-    - {{name: r3, action: UpdateConfigMap, dependsOn: [r2], target: {{namespace: {ns}, name: cfg}}, params: {{data: {{K: "2"}}}}}}
-    - {{name: r4, action: UpdateSecret, dependsOn: [r3], target: {{namespace: {ns}, name: sec}}, params: {{fromSecret: {{name: sec-new}}}}}}
+    return (
+        header(name)
+        + four_changes(ns, "r")
+        + f"""\
     - name: r5
       action: Apply
       dependsOn: [r4]
@@ -103,6 +109,7 @@ spec:
     - {{name: r6, action: CordonNode, dependsOn: [r5], target: {{name: {node}}}}}
     - {{name: r7, action: ScaleDeployment, dependsOn: [r6], target: {{namespace: {ns}, name: missing}}, params: {{replicas: 2}}, timeout: 60s}}
 """
+    )
 
 
 class Targets:
@@ -199,7 +206,7 @@ def lives_at_named_points(
     return lives
 
 
-def last_life(remote, kubeconfig: str, daemons, workdir: Path, name: str) -> tuple[Daemon, Life]:
+def last_life(remote, kubeconfig: str, daemons, workdir: Path, name: str) -> Life:
     """A daemon without failpoints that finishes the run and pushes what is left."""
     d = Daemon(str(remote.bare), workdir, kubeconfig, "--interval", "3600", name="last")
     daemons.append(d.start())
@@ -207,7 +214,7 @@ def last_life(remote, kubeconfig: str, daemons, workdir: Path, name: str) -> tup
     wait_for(
         lambda: not list((workdir / "spool").glob("*.json")), 60, "the last daemon's spool empty"
     )
-    return d, Life(d.pid, "the last life")
+    return Life(d.pid, "the last life")
 
 
 def test_kill_9_at_named_points_applies_each_step_once(
@@ -221,8 +228,7 @@ def test_kill_9_at_named_points_applies_each_step_once(
     workdir = tmp_path / "work"
     lives = lives_at_named_points(api, remote, kubeconfig, daemons, workdir, name, NAMED_POINTS)
     assert lives[-2].phase == "Succeeded"  # 'finished' was reached after the final checkpoint
-    _, last = last_life(remote, kubeconfig, daemons, workdir, name)
-    lives.append(last)
+    lives.append(last_life(remote, kubeconfig, daemons, workdir, name))
     (run_id,) = run_ids(api, name)
     status = execution(api, run_id)["status"]
     assert status["phase"] == "Succeeded" and status["progress"] == "10/10"
@@ -291,8 +297,7 @@ def test_kill_9_at_random_points_finishes_with_each_step_once(
         lives.append(ended(Life(d.pid, f"d{len(lives)}"), record))
         killed_at.append(progress())
     assert killed_at == sorted(set(killed_at)), f"kill points not distinct: {killed_at}"
-    _, last = last_life(remote, kubeconfig, daemons, workdir, name)
-    lives.append(last)
+    lives.append(last_life(remote, kubeconfig, daemons, workdir, name))
     (run_id,) = run_ids(api, name)
     status = execution(api, run_id)["status"]
     assert status["phase"] == "Succeeded" and status["progress"] == "10/10"
@@ -324,8 +329,7 @@ def test_kill_9_mid_rollback_undoes_each_step_once(
     workdir = tmp_path / "work"
     lives = lives_at_named_points(api, remote, kubeconfig, daemons, workdir, name, ROLLBACK_POINTS)
     assert all(life.phase == "RollingBack" for life in lives)
-    _, last = last_life(remote, kubeconfig, daemons, workdir, name)
-    lives.append(last)
+    lives.append(last_life(remote, kubeconfig, daemons, workdir, name))
     (run_id,) = run_ids(api, name)
     assert execution(api, run_id)["status"]["phase"] == "RolledBack"
     time.sleep(1)
@@ -394,8 +398,7 @@ spec:
     lives = lives_at_named_points(
         api, remote, kubeconfig, daemons, workdir, name, ("created", "captured:rotate")
     )
-    _, last = last_life(remote, kubeconfig, daemons, workdir, name)
-    lives.append(last)
+    lives.append(last_life(remote, kubeconfig, daemons, workdir, name))
     (run_id,) = run_ids(api, name)
     data = core.read_namespaced_secret("db", namespace).data
     assert base64.b64decode(data["K"]).decode() == value  # the value, not its digest
