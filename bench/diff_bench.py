@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from reconciler.source.git import GitRepo
-from reconciler.state.desired import ManifestCache
+from reconciler.gitops.desired import ManifestCache
+from reconciler.gitops.git import GitRepo
 
 WORKFLOW = """apiVersion: reconciler.dev/v1alpha1
 kind: Workflow

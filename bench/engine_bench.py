@@ -27,11 +27,11 @@ from typing import Any
 
 import looptime
 
+from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.engine.dag import Dag
 from reconciler.engine.runner import Engine
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.schema import Workflow
-from reconciler.state.checkpoint import Checkpointer
 
 ERROR_RANGE = (0.5, 2.0)  # actual duration / estimate
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler import __version__
+from reconciler.engine.plan import plan_workflow, render_text
 from reconciler.manifest.jsonschema import workflow_schema_json
 from reconciler.manifest.loader import LoadResult, load_paths
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
-from reconciler.plan import plan_workflow, render_text
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -59,8 +59,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _print_issues(result)
     plans = [plan_workflow(w) for w in result.workflows]
     if args.server_dry_run:
-        from reconciler.actions.kube import Kube, load_api_client
-        from reconciler.dryrun import server_dry_run
+        from reconciler.actions.dryrun import server_dry_run
+        from reconciler.kube.client import Kube, load_api_client
 
         kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
         print(server_dry_run(result.workflows, kube))
@@ -77,7 +77,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from reconciler.runonce import run_once  # imports the Kubernetes client only when needed
+    from reconciler.commands.run import run_once  # imports the Kubernetes client only when needed
 
     result = load_paths(args.paths, _policy(args))
     _print_issues(result)
@@ -96,10 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     import asyncio
 
-    from reconciler import logs
-    from reconciler.actions.kube import Kube, load_api_client
-    from reconciler.daemon import Daemon, DaemonConfig
-    from reconciler.source.git import Credentials
+    from reconciler.daemon.daemon import Daemon, DaemonConfig
+    from reconciler.gitops.git import Credentials
+    from reconciler.kube.client import Kube, load_api_client
+    from reconciler.observability import logs
 
     logs.setup(args.log_format, args.log_level)
     config = DaemonConfig(
@@ -151,8 +151,8 @@ def _history(text: str) -> int | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler.manual import status
-    from reconciler.source.git import GitError
+    from reconciler.cluster.manual import status
+    from reconciler.gitops.git import GitError
 
     try:
         print(status(args.repo, args.branch, args.records_path))
@@ -166,10 +166,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from reconciler.actions.kube import Kube, load_api_client
+    from reconciler.cluster.manual import rollback_run
     from reconciler.engine.errors import ActionError
-    from reconciler.manual import rollback_run
-    from reconciler.source.git import GitRepo
+    from reconciler.gitops.git import GitRepo
+    from reconciler.kube.client import Kube, load_api_client
 
     kube = Kube(
         load_api_client(args.kubeconfig, args.context), capture_namespace=args.capture_namespace

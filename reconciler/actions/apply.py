@@ -11,8 +11,8 @@ from typing import Any
 
 from reconciler.actions.base import Action
 from reconciler.actions.deployments import rollout_progress
-from reconciler.actions.kube import FIELD_MANAGER, Kube, poll
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import FIELD_MANAGER, Kube, poll
 from reconciler.manifest.schema import StepBase
 
 # Server-populated fields: restoring them would be refused or meaningless.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-from reconciler.actions.kube import Kube
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube
 from reconciler.manifest.schema import StepBase
 
 

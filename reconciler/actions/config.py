@@ -19,9 +19,9 @@ from reconciler.actions.base import (
     run_object_name,
     target_of,
 )
-from reconciler.actions.kube import Kube, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube, ns_path, poll
 from reconciler.manifest.schema import StepBase
 
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.actions.base import Action, target_of
-from reconciler.actions.kube import Kube, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube, ns_path, poll
 from reconciler.manifest.schema import StepBase
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.actions.base import Action, run_labels, run_object_name
-from reconciler.actions.kube import Kube, is_status, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube, is_status, ns_path, poll
 from reconciler.manifest.schema import JobSpec, StepBase
 
 LOG_LINES = 20

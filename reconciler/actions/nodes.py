@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 from reconciler.actions.base import Action
-from reconciler.actions.kube import Kube, cluster_path, is_status, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube, cluster_path, is_status, ns_path, poll
 from reconciler.manifest.schema import StepBase
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"

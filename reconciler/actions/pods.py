@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.actions.base import Action
-from reconciler.actions.kube import Kube, is_status, ns_path, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import Kube, is_status, ns_path, poll
 from reconciler.manifest.schema import StepBase
 
 

@@ -10,11 +10,11 @@ from reconciler.actions.base import Action
 from reconciler.actions.config import UpdateConfigMap, UpdateSecret
 from reconciler.actions.deployments import RestartDeployment, ScaleDeployment, UpdateImage
 from reconciler.actions.jobs import Custom
-from reconciler.actions.kube import WRITES_DONE, Kube, request_origin
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
+from reconciler.kube.client import WRITES_DONE, Kube, request_origin
 from reconciler.manifest.schema import ACTIONS, StepBase
 
 REGISTRY: dict[str, Action] = {

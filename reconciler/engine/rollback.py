@@ -12,11 +12,11 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
+from reconciler.engine.attempt import backoff_delay
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError, classify, describe
 from reconciler.engine.interface import Actions, StepContext, is_reversible
 from reconciler.engine.record import ErrorKind, RollbackRecord, RunRecord, UndoEntry, UndoResult
-from reconciler.engine.retry import backoff_delay
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.schema import RollbackPolicy, StepBase
 

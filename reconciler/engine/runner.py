@@ -12,6 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from reconciler.engine.attempt import backoff_delay
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
 from reconciler.engine.errors import PermanentError, classify, describe
@@ -25,7 +26,6 @@ from reconciler.engine.record import (
     StepRecord,
     Transition,
 )
-from reconciler.engine.retry import backoff_delay
 from reconciler.engine.rollback import plan_rollback, run_rollback
 from reconciler.engine.slots import PrioritySlots
 from reconciler.manifest.durations import format_duration

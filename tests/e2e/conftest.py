@@ -115,7 +115,7 @@ def reconciler_log_of_this_process(tmp_path_factory: pytest.TempPathFactory) -> 
     INFO and above) also goes to a file, which the secret scan reads like a daemon's log."""
     from daemonhelp import LOGS
 
-    from reconciler.logs import JsonFormatter
+    from reconciler.observability.logs import JsonFormatter
 
     path = tmp_path_factory.mktemp("logs") / "pytest-process.log"
     handler = logging.FileHandler(path)

@@ -19,12 +19,12 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.actions.kube import Kube
+from reconciler.cluster.run import run_in_cluster
+from reconciler.commands.run import ensure_namespace
 from reconciler.engine.record import RunRecord
 from reconciler.engine.runner import Engine
-from reconciler.execution import run_in_cluster
+from reconciler.kube.client import Kube
 from reconciler.manifest.loader import LoadedWorkflow, load_text
-from reconciler.runonce import ensure_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "crds" / "workflowexecutions.reconciler.dev.yaml"

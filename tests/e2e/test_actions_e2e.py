@@ -24,8 +24,8 @@ from kubehelp import (
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from reconciler.actions.kube import Kube
 from reconciler.engine.record import ErrorKind, RunPhase, StepPhase, UndoResult
+from reconciler.kube.client import Kube
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 

@@ -14,9 +14,9 @@ from kubernetes.client.exceptions import ApiException
 from reconciler.actions.base import run_object_name
 from reconciler.actions.config import apply_target, undo_target
 from reconciler.actions.deployments import rollout_progress
-from reconciler.actions.kube import api_error
 from reconciler.actions.nodes import pods_to_evict
 from reconciler.engine.errors import PermanentError, TransientError
+from reconciler.kube.client import api_error
 from reconciler.manifest.schema import DrainParams
 
 
@@ -245,8 +245,8 @@ def test_secret_merge_from_a_source_that_gains_a_key_changes_and_undoes_only_cap
     from fakes import workflow
 
     from reconciler.actions.config import UpdateSecret
-    from reconciler.actions.kube import ns_path
     from reconciler.engine.interface import StepContext
+    from reconciler.kube.client import ns_path
 
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
@@ -282,7 +282,7 @@ def test_secret_merge_from_a_source_that_gains_a_key_changes_and_undoes_only_cap
 
 
 def test_inline_secret_values_are_redacted_for_the_execution_only() -> None:
-    from reconciler.state.inputs import redact
+    from reconciler.cluster.inputs import redact
 
     manifest = {
         "spec": {

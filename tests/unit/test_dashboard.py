@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from reconciler.metrics import Metrics
+from reconciler.observability.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "grafana-dashboard.json"
 

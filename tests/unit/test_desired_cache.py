@@ -7,8 +7,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from reconciler.source.git import GitRepo
-from reconciler.state.desired import ManifestCache
+from reconciler.gitops.desired import ManifestCache
+from reconciler.gitops.git import GitRepo
 
 
 def sh(*args: str, cwd: Path) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.source.git import GitError, GitRepo
+from reconciler.gitops.git import GitError, GitRepo
 
 
 def sh(*args: str, cwd: Path) -> str:
@@ -217,8 +217,8 @@ def test_a_writer_that_died_after_pushing_a_batch_does_not_push_it_again(
     """The spool marker names what is on the remote; the next process deletes those files
     instead of pushing them a second time (which would repeat a run's Running and final
     record commits in history)."""
-    from reconciler.metrics import Metrics
-    from reconciler.source.recordwriter import PUSHED_MARKER, RecordWriter
+    from reconciler.gitops.recordwriter import PUSHED_MARKER, RecordWriter
+    from reconciler.observability.metrics import Metrics
 
     bare, _ = remote
     git = repo(bare, tmp_path)
@@ -255,7 +255,7 @@ def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
 ) -> None:
     """Record commits (adding or changing files under runs/) are skipped; a rename out of
     workflows/ into runs/, a deleted record, and an empty commit are judged themselves."""
-    from reconciler.daemon import Daemon, DaemonConfig
+    from reconciler.daemon.daemon import Daemon, DaemonConfig
 
     bare, clone = remote
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.state.checkpoint import FINALIZER
-from reconciler.state.history import executions_to_prune
+from reconciler.cluster.checkpoint import FINALIZER
+from reconciler.cluster.history import executions_to_prune
 
 MINE = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 

@@ -11,7 +11,7 @@ from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunRecord
 from reconciler.engine.runner import Engine
-from reconciler.state.records import render_markdown, render_yaml
+from reconciler.formats.run_record import render_markdown, render_yaml
 
 STEPS = [
     {"name": "scale"},

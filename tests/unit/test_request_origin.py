@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client as k8s
 
-from reconciler.actions.kube import Kube, process_identity, request_origin
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.interface import StepContext
+from reconciler.kube.client import Kube, process_identity, request_origin
 from reconciler.manifest.schema import Workflow
 
 # what the client's discovery (DynamicClient) asks first

@@ -12,11 +12,11 @@ import difflib
 import json
 from typing import Any
 
-from reconciler.actions.kube import DryRunWrite, Kube
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.dag import Dag
 from reconciler.engine.errors import ActionError
 from reconciler.engine.interface import StepContext
+from reconciler.kube.client import DryRunWrite, Kube
 from reconciler.manifest.loader import LoadedWorkflow
 
 NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")

@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from reconciler.actions.base import digest, owned_secret
-from reconciler.actions.kube import Kube, is_status, ns_path
 from reconciler.engine.errors import ActionError
+from reconciler.kube.client import Kube, is_status, ns_path
 
 KEY = "manifest"
 

@@ -6,13 +6,13 @@ import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from reconciler.actions.kube import Kube, is_status, load_api_client
+from reconciler.cluster.run import AlreadyRun, run_in_cluster
 from reconciler.engine.errors import ActionError
 from reconciler.engine.record import RunPhase
 from reconciler.engine.runner import Engine
-from reconciler.execution import AlreadyRun, run_in_cluster
+from reconciler.kube.client import Kube, is_status, load_api_client
 from reconciler.manifest.loader import LoadedWorkflow
-from reconciler.progress import progress_for
+from reconciler.observability.progress import progress_for
 
 # The Kubernetes client is blocking; every call runs in a worker thread. Enough threads for
 # many steps polling at once (the default pool is only cores + 4).

@@ -25,35 +25,35 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from reconciler import failpoints
-from reconciler.actions.kube import Kube, process_identity
-from reconciler.dryrun import dry_run_workflow
-from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
-from reconciler.engine.runner import Engine
-from reconciler.execution import (
+from reconciler.actions.dryrun import dry_run_workflow
+from reconciler.cluster.checkpoint import execution_path, unpack
+from reconciler.cluster.history import executions_to_prune
+from reconciler.cluster.lease import LeaderElector
+from reconciler.cluster.run import (
     AlreadyRun,
     InputsLost,
     remove_finalizer,
     run_in_cluster,
     workflow_of,
 )
-from reconciler.httpserver import Endpoints, HttpServer, threadsafe_setter
-from reconciler.logs import log_transition
+from reconciler.commands.run import API_THREADS, ensure_namespace
+from reconciler.engine.plan import plan_workflow, render_text
+from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
+from reconciler.engine.runner import Engine
+from reconciler.formats.run_record import render_markdown, render_yaml
+from reconciler.gitops.desired import ManifestCache, record_files
+from reconciler.gitops.git import Credentials, GitError, GitRepo, TreeEntry
+from reconciler.gitops.recordwriter import RecordWriter
+from reconciler.kube.client import Kube, process_identity
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.errors import ManifestIssue, format_path
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.policy import Policy
-from reconciler.metrics import Metrics
-from reconciler.plan import plan_workflow, render_text
-from reconciler.runonce import API_THREADS, ensure_namespace
-from reconciler.source.git import Credentials, GitError, GitRepo, TreeEntry
-from reconciler.source.recordwriter import RecordWriter
-from reconciler.state.checkpoint import execution_path, unpack
-from reconciler.state.desired import ManifestCache, record_files
-from reconciler.state.history import executions_to_prune
-from reconciler.state.lease import LeaderElector
-from reconciler.state.records import render_markdown, render_yaml
+from reconciler.observability.http import Endpoints, HttpServer, threadsafe_setter
+from reconciler.observability.logs import log_transition
+from reconciler.observability.metrics import Metrics
 
-log = logging.getLogger("reconciler.daemon")
+log = logging.getLogger("reconciler.daemon.daemon")
 FINISHED_PHASES = {p.value for p in RunPhase if p.finished}
 RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 SOURCE_LABEL = "reconciler.dev/source"

@@ -10,14 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from reconciler import failpoints
-from reconciler.actions.kube import Kube, is_status, request_origin
 from reconciler.actions.registry import KubeActions
-from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
-from reconciler.engine.runner import Engine
-from reconciler.manifest.loader import LoadedWorkflow
-from reconciler.manifest.schema import Workflow
-from reconciler.state import inputs
-from reconciler.state.checkpoint import (
+from reconciler.cluster import inputs
+from reconciler.cluster.checkpoint import (
     API_VERSION,
     FINALIZER,
     KIND,
@@ -27,7 +22,12 @@ from reconciler.state.checkpoint import (
     pack,
     unpack,
 )
-from reconciler.state.events import EventRecorder
+from reconciler.cluster.events import EventRecorder
+from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
+from reconciler.engine.runner import Engine
+from reconciler.kube.client import Kube, is_status, request_origin
+from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.schema import Workflow
 
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
 

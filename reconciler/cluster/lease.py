@@ -10,8 +10,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from reconciler.actions.kube import Kube, is_status, ns_path
 from reconciler.engine.errors import ActionError
+from reconciler.kube.client import Kube, is_status, ns_path
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from reconciler.metrics import Metrics
+from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # GitHub caps payloads at 25 MB; a ref push is a few KB

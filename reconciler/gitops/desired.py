@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from reconciler.gitops.git import GitRepo, TreeEntry
 from reconciler.manifest import yamlsource
 from reconciler.manifest.errors import ManifestIssue
 from reconciler.manifest.loader import YAML_SUFFIXES, LoadResult, load_text, reject_duplicate_names
 from reconciler.manifest.policy import Policy
-from reconciler.source.git import GitRepo, TreeEntry
 
 SYMLINK_MODE = "120000"
 

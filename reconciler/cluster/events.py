@@ -10,9 +10,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.actions.kube import Kube, ns_path
+from reconciler.cluster.checkpoint import API_VERSION, KIND
 from reconciler.engine.record import RunPhase, RunRecord, StepPhase, Transition
-from reconciler.state.checkpoint import API_VERSION, KIND
+from reconciler.kube.client import Kube, ns_path
 
 log = logging.getLogger(__name__)
 # Events about cluster-scoped objects live in "default", as they do for Nodes.

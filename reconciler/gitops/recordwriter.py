@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from reconciler import failpoints
-from reconciler.metrics import Metrics
-from reconciler.source.git import GitError, GitRepo
+from reconciler.gitops.git import GitError, GitRepo
+from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 Files = dict[str, bytes | None]

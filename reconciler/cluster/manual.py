@@ -11,17 +11,17 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from reconciler.actions.kube import Kube
 from reconciler.actions.registry import KubeActions
+from reconciler.cluster.checkpoint import Checkpointer, execution_path, owner_reference, unpack
+from reconciler.cluster.run import InputsLost, workflow_of
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunPhase, RunRecord, Transition, UndoResult, record_from_dict
 from reconciler.engine.rollback import run_rollback
-from reconciler.execution import InputsLost, workflow_of
+from reconciler.formats.run_record import render_markdown, render_yaml
+from reconciler.gitops.git import GitRepo
+from reconciler.kube.client import Kube
 from reconciler.manifest.schema import Workflow
-from reconciler.source.git import GitRepo
-from reconciler.state.checkpoint import Checkpointer, execution_path, owner_reference, unpack
-from reconciler.state.records import render_markdown, render_yaml
 
 
 async def latest_runs(git: GitRepo, records_path: str) -> list[dict[str, Any]]:

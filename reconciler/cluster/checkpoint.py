@@ -23,7 +23,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.actions.kube import Kube, cluster_path
 from reconciler.engine.errors import PermanentError, TransientError
 from reconciler.engine.record import (
     RECORD_FIELDS,
@@ -34,6 +33,7 @@ from reconciler.engine.record import (
     UndoResult,
     plain,
 )
+from reconciler.kube.client import Kube, cluster_path
 
 log = logging.getLogger(__name__)
 
