@@ -17,8 +17,8 @@ from dataclasses import asdict
 from enum import StrEnum
 from typing import Any
 
-from reconciler.cluster.checkpoint import RecordPacker
 from reconciler.engine.record import Attempt, RunRecord, StepPhase, StepRecord
+from reconciler.formats.packing import RecordPacker
 
 
 def record(steps: int) -> RunRecord:

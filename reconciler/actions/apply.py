@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.actions.base import Action
+from reconciler.actions.base import Action, poll
 from reconciler.actions.deployments import rollout_progress
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import FIELD_MANAGER, Kube, poll
+from reconciler.kube.client import FIELD_MANAGER, Kube
 from reconciler.manifest.schema import StepBase
 
 # Server-populated fields: restoring them would be refused or meaningless.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from reconciler.engine.interface import Captured, StepContext
@@ -97,3 +99,23 @@ def owned_secret(
         "type": "Opaque",
         "data": data,
     }
+
+
+async def poll(
+    check: Callable[[], Awaitable[str | None]],
+    on_wait: Callable[[str], None],
+    interval: float = 0.25,
+    max_interval: float = 2.0,
+) -> None:
+    """Call `check` until it returns None (done); each other return says what we wait for.
+
+    No deadline here: the engine's attempt timeout bounds every wait, and the last thing we
+    were waiting for goes into its timeout message through `on_wait`.
+    """
+    while True:
+        waiting_for = await check()
+        if waiting_for is None:
+            return
+        on_wait(waiting_for)
+        await asyncio.sleep(interval)
+        interval = min(max_interval, interval * 1.5)

@@ -15,13 +15,15 @@ from reconciler.actions.base import (
     Action,
     digest,
     owned_secret,
+    poll,
     run_labels,
     run_object_name,
     target_of,
 )
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import Kube, ns_path, poll
+from reconciler.kube.client import Kube
+from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import StepBase
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.actions.base import Action, target_of
+from reconciler.actions.base import Action, poll, target_of
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import Kube, ns_path, poll
+from reconciler.kube.client import Kube
+from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import StepBase
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

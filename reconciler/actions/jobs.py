@@ -4,12 +4,15 @@ goes into the run record."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from reconciler.actions.base import Action, run_labels, run_object_name
+from reconciler.actions.base import Action, poll, run_labels, run_object_name
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import Kube, is_status, ns_path, poll
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import Conflict
+from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import JobSpec, StepBase
 
 LOG_LINES = 20
@@ -59,11 +62,8 @@ async def run_job(
     """Create the Job unless it exists (a resumed run must not start it twice)."""
     body = job_body(name, namespace, spec, run_labels(ctx, step), owner)
     what = f"job {namespace}/{name}"
-    try:
+    with contextlib.suppress(Conflict):  # AlreadyExists: created before a crash
         await kube.write(what, "POST", ns_path("batch/v1", namespace, "jobs"), body)
-    except Exception as err:
-        if not is_status(err.__cause__, 409):  # AlreadyExists: created before a crash
-            raise
 
 
 async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> dict[str, Any]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from reconciler.actions.base import Action
+from reconciler.actions.base import Action, poll
+from reconciler.attempt import Backoff, attempt
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import Kube, cluster_path, is_status, ns_path, poll
-from reconciler.manifest.schema import StepBase
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import Forbidden, NotFound, TooManyRequests
+from reconciler.kube.paths import cluster_path, ns_path
+from reconciler.manifest.schema import DrainParams, StepBase
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+EVICTION_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=10.0)
 
 
 def node(step: StepBase) -> tuple[str, str]:
@@ -128,56 +131,31 @@ class DrainNode(Action):
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
     ) -> dict[str, Any]:
         await _set_unschedulable(kube, step, True)
-        params = step.params  # type: ignore[attr-defined]
         evicted: list[str] = []
-        delay = 1.0
+        blocked: set[str] = set()
+
+        async def evict_round(number: int) -> None:
+            pending = await self._remaining(kube, step)
+            if number > 1:  # a later round tries again only what a budget blocked
+                pending = [p for p in pending if _label(p) in blocked]
+            blocked.clear()
+            for pod in pending:
+                if not pod["metadata"].get("deletionTimestamp"):  # else wait() sees it go
+                    await _evict(kube, pod, step.params, evicted, blocked)  # type: ignore[arg-type]
+            if blocked and not kube.dry_run:
+                raise EvictionsBlocked(sorted(blocked))
+
+        def note(_: int, err: Exception, delay: float) -> None:
+            ctx.waiting_for = str(err)
+
         # Like kubectl drain: a PodDisruptionBudget answers 429, and we try again until the
         # budget allows it; the step timeout bounds the whole drain.
-        pending = await self._remaining(kube, step)
-        while pending:
-            blocked = []
-            for pod in pending:
-                meta = pod["metadata"]
-                label = f"{meta['namespace']}/{meta['name']}"
-                if meta.get("deletionTimestamp"):
-                    continue  # already terminating; wait() sees it go
-                body: dict[str, Any] = {
-                    "apiVersion": "policy/v1",
-                    "kind": "Eviction",
-                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                }
-                if params.grace_period is not None:
-                    body["deleteOptions"] = {"gracePeriodSeconds": params.grace_period}
-                path = ns_path("v1", meta["namespace"], "pods", meta["name"]) + "/eviction"
-                try:
-                    await kube.write(f"eviction of pod {label}", "POST", path, body)
-                    evicted.append(label)
-                except Exception as err:
-                    cause = err.__cause__
-                    if is_status(cause, 404):
-                        continue
-                    if is_status(cause, 429):
-                        blocked.append(label)
-                        continue
-                    if is_status(cause, 403) and "being terminated" in str(err):
-                        # As kubectl drain does: an Eviction cannot be created in a
-                        # terminating namespace, so delete the pod instead.
-                        await kube.delete(
-                            f"pod {label}", ns_path("v1", meta["namespace"], "pods", meta["name"])
-                        )
-                        evicted.append(label)
-                        continue
-                    raise
-            if not blocked or kube.dry_run:
-                break
-            ctx.waiting_for = f"evictions blocked by a PodDisruptionBudget: {', '.join(blocked)}"
-            await asyncio.sleep(delay)
-            delay = min(10.0, delay * 2)
-            pending = [
-                p
-                for p in await self._remaining(kube, step)
-                if f"{p['metadata']['namespace']}/{p['metadata']['name']}" in blocked
-            ]
+        await attempt(
+            evict_round,
+            retryable=lambda err: isinstance(err, EvictionsBlocked),
+            backoff=EVICTION_BACKOFF,
+            on_retry=note,
+        )
         return {"evicted": evicted}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
@@ -198,3 +176,41 @@ class DrainNode(Action):
         await _set_unschedulable(kube, step, captured["unschedulable"])
         await _wait_unschedulable(kube, step, captured["unschedulable"], ctx)
         return "node uncordoned; evicted pods are not restored (their controllers rescheduled them)"
+
+
+class EvictionsBlocked(Exception):
+    def __init__(self, pods: list[str]) -> None:
+        super().__init__(f"evictions blocked by a PodDisruptionBudget: {', '.join(pods)}")
+
+
+def _label(pod: dict[str, Any]) -> str:
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+async def _evict(
+    kube: Kube, pod: dict[str, Any], params: DrainParams, evicted: list[str], blocked: set[str]
+) -> None:
+    """One Eviction; a pod gone already counts as done, one a budget protects as blocked."""
+    meta, label = pod["metadata"], _label(pod)
+    body: dict[str, Any] = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+    }
+    if params.grace_period is not None:
+        body["deleteOptions"] = {"gracePeriodSeconds": params.grace_period}
+    pod_path = ns_path("v1", meta["namespace"], "pods", meta["name"])
+    try:
+        await kube.write(f"eviction of pod {label}", "POST", pod_path + "/eviction", body)
+    except NotFound:
+        return
+    except TooManyRequests:
+        blocked.add(label)
+        return
+    except Forbidden as err:
+        if "being terminated" not in str(err):
+            raise
+        # As kubectl drain does: an Eviction cannot be created in a terminating
+        # namespace, so delete the pod instead.
+        await kube.delete(f"pod {label}", pod_path)
+    evicted.append(label)

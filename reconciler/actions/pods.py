@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from reconciler.actions.base import Action
+from reconciler.actions.base import Action, poll
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import Kube, is_status, ns_path, poll
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import Conflict, NotFound
+from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import StepBase
 
 
@@ -51,15 +54,10 @@ class DeletePod(Action):
             query = {"gracePeriodSeconds": grace} if grace is not None else {}
             body = {"preconditions": {"uid": pod["uid"]}}
             what = f"pod {namespace}/{pod['name']}"
-            try:
-                await kube.call(
-                    what, lambda p=pod, b=body, q=query: _delete(kube, namespace, p["name"], b, q)
-                )
-            except Exception as err:
-                # 404 gone already, 409 the name now belongs to a replacement: both mean done.
-                cause = err.__cause__
-                if not (is_status(cause, 404) or is_status(cause, 409)):
-                    raise
+            # 404 gone already, 409 the name now belongs to a replacement: both mean done.
+            with contextlib.suppress(NotFound, Conflict):
+                path = ns_path("v1", namespace, "pods", pod["name"])
+                await kube.delete(what, path, query, missing_ok=False, body=body)
         return {"deleted": [p["name"] for p in captured["pods"]]}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
@@ -78,12 +76,3 @@ class DeletePod(Action):
 
         if not kube.dry_run:
             await poll(check, lambda w: setattr(ctx, "waiting_for", w))
-
-
-def _delete(
-    kube: Kube, namespace: str, name: str, body: dict[str, Any], query: dict[str, Any]
-) -> Any:
-    q = dict(query)
-    if kube.dry_run:
-        q["dryRun"] = "All"
-    return kube._request("DELETE", ns_path("v1", namespace, "pods", name), body, q)

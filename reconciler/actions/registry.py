@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from reconciler import failpoints
@@ -9,12 +11,15 @@ from reconciler.actions.apply import Apply
 from reconciler.actions.base import Action
 from reconciler.actions.config import UpdateConfigMap, UpdateSecret
 from reconciler.actions.deployments import RestartDeployment, ScaleDeployment, UpdateImage
+from reconciler.actions.errors import engine_error
 from reconciler.actions.jobs import Custom
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
-from reconciler.kube.client import WRITES_DONE, Kube, request_origin
+from reconciler.kube.client import WRITES_DONE, Kube
+from reconciler.kube.errors import KubeError
+from reconciler.kube.origin import request_origin
 from reconciler.manifest.schema import ACTIONS, StepBase
 
 REGISTRY: dict[str, Action] = {
@@ -49,7 +54,7 @@ class KubeActions:
         return REGISTRY[step.action]  # type: ignore[attr-defined]
 
     async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
-        with request_origin(_origin(ctx, step, "capture")):
+        with request_origin(_origin(ctx, step, "capture")), _as_engine_errors():
             return await self._impl(step).capture(self.kube, step, ctx, self.owner)
 
     async def apply(
@@ -58,7 +63,7 @@ class KubeActions:
         failpoints.reached(f"captured:{step.name}")  # the engine made the capture durable
         before = WRITES_DONE.get()
         try:
-            with request_origin(_origin(ctx, step, "apply")):
+            with request_origin(_origin(ctx, step, "apply")), _as_engine_errors():
                 result = await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
         except PermanentError as err:
             if WRITES_DONE.get() > before and not err.changed:
@@ -72,16 +77,25 @@ class KubeActions:
     ) -> dict[str, Any] | None:
         if self.kube.dry_run:
             return None  # nothing changed, so nothing to wait for
-        with request_origin(_origin(ctx, step, "wait")):
+        with request_origin(_origin(ctx, step, "wait")), _as_engine_errors():
             result = await self._impl(step).wait(self.kube, step, captured, ctx)
         failpoints.reached(f"waited:{step.name}")
         return result
 
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
-        with request_origin(_origin(ctx, step, "undo")):
+        with request_origin(_origin(ctx, step, "undo")), _as_engine_errors():
             note = await self._impl(step).undo(self.kube, step, captured, ctx, self.owner)
         failpoints.reached(f"undone:{step.name}")
         return note
+
+
+@contextlib.contextmanager
+def _as_engine_errors() -> Iterator[None]:
+    """Every Kubernetes error an action lets through reaches the engine as its own."""
+    try:
+        yield
+    except KubeError as err:
+        raise engine_error(err) from err
 
 
 def _origin(ctx: StepContext, step: StepBase, op: str) -> str:

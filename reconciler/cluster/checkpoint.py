@@ -6,166 +6,33 @@ before its dependents start, every run phase) wait for a write that includes the
 concurrent waiters share one write. A 1,000-step workflow thus issues about one write per
 finished batch of steps, not one per transition.
 
-Size: the full record (attempts, captured state, rollback) is stored gzip+base64 in
-status.record; the readable per-step list is kept only up to 500 steps. A 10,000-step run's
-status stays far below etcd's 1.5 MiB object limit (see docs/operations.md).
+What the status holds, and how the record is packed in it, is formats/packing.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import gzip
-import json
 import logging
-from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.engine.errors import PermanentError, TransientError
+from reconciler.attempt import Backoff, attempt
 from reconciler.engine.record import (
-    RECORD_FIELDS,
     RunRecord,
     StepPhase,
-    StepRecord,
     Transition,
-    UndoResult,
-    plain,
 )
-from reconciler.kube.client import Kube, cluster_path
+from reconciler.formats.execution import execution_path
+from reconciler.formats.packing import RecordPacker, status_of
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import RETRYABLE
 
 log = logging.getLogger(__name__)
+WRITE_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=10.0)
 
-API_VERSION = "reconciler.dev/v1alpha1"
-KIND = "WorkflowExecution"
-PLURAL = "workflowexecutions"
-FINALIZER = "reconciler.dev/rollback-before-delete"
-MAX_STEPS_IN_STATUS = 500
 # Transitions that can wait for the next write instead of forcing one.
 LAZY = {("step", StepPhase.RUNNING.value), ("step", StepPhase.RETRYING.value)}
 LAZY_DELAY = 0.5  # seconds a lazy transition may wait for a write that carries it anyway
-
-
-def execution_path(name: str | None = None) -> str:
-    return cluster_path(API_VERSION, PLURAL, name)
-
-
-def pack(value: Any) -> str:
-    return _pack_json(json.dumps(value, separators=(",", ":"), sort_keys=True))
-
-
-def _pack_json(text: str) -> str:
-    # level 6, not gzip's 9: the record is packed on every checkpoint write, and 9 costs
-    # several times the CPU for ~15% smaller output
-    return base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode()
-
-
-class RecordPacker:
-    """Packs one run's record for every checkpoint write, re-serialising only the steps that
-    changed since the last write: serialising all of them each time made a long run's
-    checkpointing quadratic (a 500-step sequential run spent most of its CPU here)."""
-
-    def __init__(self) -> None:
-        # step name -> (signature, captured, result, JSON); holding captured and result
-        # keeps their identity meaningful (a freed object's id could be reused)
-        self._steps: dict[str, tuple[tuple[Any, ...], Any, Any, str]] = {}
-
-    def pack(self, record: RunRecord) -> str:
-        head = {name: plain(getattr(record, name)) for name in RECORD_FIELDS if name != "steps"}
-        steps = ",".join(
-            f"{json.dumps(name)}:{self._step_json(step)}" for name, step in record.steps.items()
-        )
-        text = json.dumps(head, separators=(",", ":"), sort_keys=True)
-        return _pack_json(f'{text[:-1]},"steps":{{{steps}}}}}')
-
-    def _step_json(self, step: StepRecord) -> str:
-        last = step.attempts[-1] if step.attempts else None
-        signature = (
-            step.phase,
-            step.started,
-            step.finished,
-            step.changed,
-            step.message,
-            step.continue_on_failure,
-            tuple(step.depends_on),
-            len(step.attempts),
-            (last.started, last.finished, last.error, last.error_kind) if last else None,
-        )
-        cached = self._steps.get(step.name)
-        if (
-            cached is not None
-            and cached[0] == signature
-            and cached[1] is step.captured
-            and cached[2] is step.result
-        ):
-            return cached[3]
-        text = json.dumps(plain(step), separators=(",", ":"), sort_keys=True)
-        self._steps[step.name] = (signature, step.captured, step.result, text)
-        return text
-
-
-def unpack(text: str) -> Any:
-    return json.loads(gzip.decompress(base64.b64decode(text)))
-
-
-def rfc3339(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def owner_reference(execution: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": execution["metadata"]["name"],
-        "uid": execution["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def status_of(record: RunRecord, packer: RecordPacker | None = None) -> dict[str, Any]:
-    done, total = record.progress()
-    running = [
-        s.name for s in record.steps.values() if s.phase in (StepPhase.RUNNING, StepPhase.RETRYING)
-    ]
-    status: dict[str, Any] = {
-        "phase": record.phase.value,
-        "reason": record.reason,
-        "message": record.message,
-        "progress": f"{done}/{total}",
-        "currentStep": ", ".join(running[:3])
-        + (f" (+{len(running) - 3})" if len(running) > 3 else "")
-        or None,
-        "startTime": rfc3339(record.started),
-        "completionTime": rfc3339(record.finished),
-        "stepCounts": dict(Counter(s.phase.value for s in record.steps.values())),
-        "record": (packer or RecordPacker()).pack(record),
-    }
-    if total <= MAX_STEPS_IN_STATUS:
-        status["steps"] = [
-            {
-                "name": s.name,
-                "phase": s.phase.value,
-                "attempts": len(s.attempts),
-                **({"message": s.message[:300]} if s.message else {}),
-            }
-            for s in record.steps.values()
-        ]
-    if record.rollback is not None:
-        counts = Counter(e.result for e in record.rollback.entries)
-        status["rollback"] = {
-            "reason": record.rollback.reason,
-            "undone": counts[UndoResult.UNDONE],
-            "failed": counts[UndoResult.FAILED],
-            "irreversible": counts[UndoResult.IRREVERSIBLE],
-            "notReached": counts[UndoResult.NOT_REACHED],
-        }
-    # None stays: the status is written as a JSON merge patch, where null clears a field
-    # (a finished run has no current step any more).
-    return status
 
 
 class Checkpointer:
@@ -220,29 +87,27 @@ class Checkpointer:
             await self._write(status)
 
     async def _write(self, status: dict[str, Any]) -> None:
-        delay = 0.5
-        while True:
+        what = f"workflowexecution {self.name}"
+
+        async def once(number: int) -> None:
+            if number > 1:  # 409: someone changed the object (e.g. started deleting it)
+                with contextlib.suppress(*RETRYABLE):
+                    self._observe(await self.kube.get(what, execution_path(self.name)))
             body = {"metadata": {"resourceVersion": self.resource_version}, "status": status}
-            try:
-                obj = await self.kube.merge_patch(
-                    f"workflowexecution {self.name}", execution_path(self.name) + "/status", body
-                )
-                self._observe(obj)
-                return
-            except TransientError as err:
-                # 409: someone changed the object (e.g. started deleting it); refresh, retry.
-                # API down: the run pauses here, which is what we want (nothing unrecorded).
-                log.warning("checkpoint %s not written yet: %s", self.name, err)
-                await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
-                with contextlib.suppress(TransientError):
-                    self._observe(
-                        await self.kube.get(
-                            f"workflowexecution {self.name}", execution_path(self.name)
-                        )
-                    )
-            except PermanentError:
-                raise
+            obj = await self.kube.merge_patch(what, execution_path(self.name) + "/status", body)
+            self._observe(obj)
+
+        def note(_: int, err: Exception, delay: float) -> None:
+            log.warning("checkpoint %s not written yet: %s", self.name, err)
+
+        # No retry limit: with the API down the run pauses here, which is what we want
+        # (nothing happens unrecorded). A permanent error (403, 422) fails the run loudly.
+        await attempt(
+            once,
+            retryable=lambda err: isinstance(err, RETRYABLE),
+            backoff=WRITE_BACKOFF,
+            on_retry=note,
+        )
 
     async def watch_deletion(self, interval: float = 1.0) -> None:
         """Poll for `kubectl delete`: the finalizer holds the object while we roll back."""
@@ -252,7 +117,7 @@ class Checkpointer:
                 obj = await self.kube.find(
                     f"workflowexecution {self.name}", execution_path(self.name)
                 )
-            except TransientError:
+            except RETRYABLE:
                 continue
             if obj is None or obj["metadata"].get("deletionTimestamp"):
                 self.deleting.set()

@@ -10,9 +10,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.cluster.checkpoint import API_VERSION, KIND
 from reconciler.engine.record import RunPhase, RunRecord, StepPhase, Transition
-from reconciler.kube.client import Kube, ns_path
+from reconciler.formats.execution import API_VERSION, KIND
+from reconciler.kube.client import Kube
+from reconciler.kube.paths import ns_path
 
 log = logging.getLogger(__name__)
 # Events about cluster-scoped objects live in "default", as they do for Nodes.
@@ -84,7 +85,7 @@ class EventRecorder:
         try:
             await self.kube.call(
                 "event",
-                lambda: self.kube._request("POST", ns_path("v1", EVENT_NAMESPACE, "events"), body),
+                lambda: self.kube.request("POST", ns_path("v1", EVENT_NAMESPACE, "events"), body),
             )
         except Exception as err:  # never let an Event break a run
             log.warning("could not record event %s on %s: %s", reason, meta["name"], err)

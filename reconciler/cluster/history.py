@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.cluster.checkpoint import FINALIZER
+from reconciler.formats.execution import FINALIZER
 
 WORKFLOW_LABEL = "reconciler.dev/workflow"
 

@@ -10,8 +10,9 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from reconciler.engine.errors import ActionError
-from reconciler.kube.client import Kube, is_status, ns_path
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import Conflict, KubeError
+from reconciler.kube.paths import ns_path
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ def _now() -> str:
 def _parse(value: str | None) -> float:
     if not value:
         return 0.0
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    # MicroTime has microseconds; accept any RFC 3339 time a client may have written.
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class LeaderElector:
@@ -70,15 +72,13 @@ class LeaderElector:
             try:
                 await self.kube.call(
                     what,
-                    lambda: self.kube._request(
+                    lambda: self.kube.request(
                         "POST", ns_path("coordination.k8s.io/v1", self.namespace, "leases"), body
                     ),
                 )
                 return True
-            except ActionError as err:
-                if is_status(err.__cause__, 409):
-                    return False
-                raise
+            except Conflict:  # another candidate created it first
+                return False
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         expired = (
@@ -100,20 +100,28 @@ class LeaderElector:
         body = {**lease, "spec": new_spec}
         try:
             # PUT with the resourceVersion we read: two candidates cannot both win.
-            await self.kube.call(what, lambda: self.kube._request("PUT", self.path, body))
+            await self.kube.call(what, lambda: self.kube.request("PUT", self.path, body))
             return True
-        except ActionError as err:
-            if is_status(err.__cause__, 409):
-                return False
-            raise
+        except Conflict:
+            return False
 
     async def run(self) -> None:
-        """Campaign until leader, then renew; sets `lost` and returns if leadership is lost."""
+        """Campaign until leader, then renew; sets `lost` and returns if leadership is lost.
+        However this ends (an exception of its own, cancellation), a leader first stops
+        being one: no process may act as leader without renewing."""
+        try:
+            await self._campaign()
+        finally:
+            if self.is_leader.is_set():
+                self.is_leader.clear()
+                self.lost.set()
+
+    async def _campaign(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
                 won = await self.try_acquire()
-            except ActionError as err:
+            except KubeError as err:
                 log.warning("leader election: %s", err)
                 won = False
             now = loop.time()
@@ -140,6 +148,6 @@ class LeaderElector:
             lease["spec"]["holderIdentity"] = None
             lease["spec"]["renewTime"] = None
             try:
-                await self.kube.call("lease", lambda: self.kube._request("PUT", self.path, lease))
-            except ActionError as err:
+                await self.kube.call("lease", lambda: self.kube.request("PUT", self.path, lease))
+            except KubeError as err:
                 log.warning("could not release the lease: %s", err)

@@ -11,63 +11,31 @@ from typing import Any
 
 from reconciler import failpoints
 from reconciler.actions.registry import KubeActions
+from reconciler.attempt import attempt
 from reconciler.cluster import inputs
-from reconciler.cluster.checkpoint import (
-    API_VERSION,
-    FINALIZER,
-    KIND,
-    Checkpointer,
-    execution_path,
-    owner_reference,
-    pack,
-    unpack,
-)
+from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.events import EventRecorder
-from reconciler.engine.record import RunPhase, RunRecord, Transition, record_from_dict
+from reconciler.engine.record import RunRecord, Transition
 from reconciler.engine.runner import Engine
-from reconciler.kube.client import Kube, is_status, request_origin
+from reconciler.formats.execution import (
+    FINALIZER,
+    execution_body,
+    execution_path,
+    inputs_ref,
+    manifest_of,
+    owner_reference,
+    packed_record,
+    phase_of,
+    record_of,
+    stored_workflow,
+)
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import Conflict
+from reconciler.kube.origin import request_origin
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.schema import Workflow
 
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
-
-
-def manifest_of(loaded: LoadedWorkflow) -> dict[str, Any]:
-    return loaded.workflow.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-
-
-def execution_body(
-    loaded: LoadedWorkflow,
-    revision: str | None,
-    labels: dict[str, str] | None = None,
-    inputs_namespace: str = "reconciler-system",
-) -> dict[str, Any]:
-    manifest = manifest_of(loaded)
-    redacted = inputs.redact(manifest)
-    spec = {
-        "workflow": loaded.name,
-        "contentHash": loaded.digest,
-        "source": loaded.file,
-        "manifest": pack(redacted or manifest),
-    }
-    if redacted is not None:  # the values live in a Secret (state/inputs.py)
-        spec["inputs"] = f"{inputs_namespace}/{inputs.secret_name(loaded.run_id)}"
-    if revision:
-        spec["revision"] = revision
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": loaded.run_id,
-            "labels": {
-                "reconciler.dev/workflow": loaded.name,
-                "reconciler.dev/content-hash": loaded.digest[:63],
-                **(labels or {}),
-            },
-            "finalizers": [FINALIZER],
-        },
-        "spec": spec,
-    }
 
 
 class AlreadyRun(Exception):
@@ -83,22 +51,25 @@ async def create_execution(
     kube: Kube, loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
     what = f"workflowexecution {loaded.run_id}"
-    body = execution_body(loaded, revision, labels, kube.capture_namespace)
+    manifest = manifest_of(loaded)
+    redacted = inputs.redact(manifest)  # the values go into a Secret (cluster/inputs.py)
+    ref = (
+        None
+        if redacted is None
+        else f"{kube.capture_namespace}/{inputs.secret_name(loaded.run_id)}"
+    )
+    body = execution_body(loaded, revision, labels, redacted=redacted, inputs_ref=ref)
     try:
         execution = await kube.write(what, "POST", execution_path(), body)
-    except Exception as err:
-        if not is_status(err.__cause__, 409):
-            raise
+    except Conflict:
         execution = await kube.get(what, execution_path(loaded.run_id))
-        status = execution.get("status") or {}
-        phase = status.get("phase", RunPhase.PENDING.value)
-        if RunPhase(phase).finished:
-            record = unpack(status["record"]) if "record" in status else None
-            raise AlreadyRun(record, phase) from None
+        phase = phase_of(execution)
+        if phase.finished:
+            raise AlreadyRun(packed_record(execution), phase.value) from None
         # created earlier but not finished: this process runs it now
     failpoints.reached("created")
-    if "inputs" in body["spec"]:  # before the first step: resume needs it
-        await inputs.store(kube, loaded.run_id, manifest_of(loaded), owner_reference(execution))
+    if ref is not None:  # before the first step: resume needs it
+        await inputs.store(kube, loaded.run_id, manifest, owner_reference(execution))
     return execution
 
 
@@ -109,19 +80,19 @@ class InputsLost(Exception):
 
 async def workflow_of(kube: Kube, execution: dict[str, Any]) -> Workflow:
     """The workflow a WorkflowExecution runs, its inline Secret values put back."""
-    spec = execution["spec"]
-    manifest = unpack(spec["manifest"])
-    if spec.get("inputs"):
-        kept = await inputs.load(kube, spec["inputs"])
-        if kept is None:
-            raise InputsLost(f"the Secret {spec['inputs']} with its inline Secret values is gone")
-        manifest = kept
-    return Workflow.model_validate(manifest)
+    ref = inputs_ref(execution)
+    if ref is None:
+        return stored_workflow(execution)
+    kept = await inputs.load(kube, ref)
+    if kept is None:
+        raise InputsLost(f"the Secret {ref} with its inline Secret values is gone")
+    return stored_workflow(execution, kept)
 
 
 async def remove_finalizer(kube: Kube, name: str) -> None:
     what = f"workflowexecution {name}"
-    for _ in range(5):
+
+    async def once(_: int) -> None:
         obj = await kube.find(what, execution_path(name))
         if obj is None:
             return
@@ -132,12 +103,10 @@ async def remove_finalizer(kube: Kube, name: str) -> None:
                 "resourceVersion": obj["metadata"]["resourceVersion"],
             }
         }
-        try:
-            await kube.merge_patch(what, execution_path(name), patch)
-            return
-        except Exception as err:
-            if not is_status(err.__cause__, 409):
-                raise
+        await kube.merge_patch(what, execution_path(name), patch)
+
+    # 409: the object changed since we read it (a status write); read it again
+    await attempt(once, retryable=lambda err: isinstance(err, Conflict), retries=4)
 
 
 async def run_in_cluster(
@@ -169,8 +138,7 @@ async def _run_in_cluster(
     labels: dict[str, str] | None,
 ) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels)
-    status = execution.get("status") or {}
-    resume = record_from_dict(unpack(status["record"])) if status.get("record") else None
+    resume = record_of(execution)
     checkpoint = Checkpointer(kube, execution)
     events = EventRecorder(kube, execution)
     all_hooks = [checkpoint.hook, events.hook, *hooks]

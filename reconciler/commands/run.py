@@ -1,32 +1,29 @@
-"""`reconciler run`: run workflow files against the cluster once, with live progress."""
+"""`reconciler run PATH...`: run workflow files against the cluster once, with live progress."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+from reconciler import DEFAULT_NAMESPACE
+from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.cluster.run import AlreadyRun, run_in_cluster
+from reconciler.commands.common import (
+    add_cluster_flags,
+    add_policy_flags,
+    policy_of,
+    print_issues,
+)
 from reconciler.engine.errors import ActionError
 from reconciler.engine.record import RunPhase
 from reconciler.engine.runner import Engine
-from reconciler.kube.client import Kube, is_status, load_api_client
-from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.kube.client import Kube, load_api_client
+from reconciler.kube.errors import KubeError, NotFound
+from reconciler.manifest.loader import LoadedWorkflow, load_paths
 from reconciler.observability.progress import progress_for
-
-# The Kubernetes client is blocking; every call runs in a worker thread. Enough threads for
-# many steps polling at once (the default pool is only cores + 4).
-API_THREADS = 64
-
-
-async def ensure_namespace(kube: Kube, name: str) -> None:
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    if await kube.find(f"namespace {name}", f"/api/v1/namespaces/{name}") is None:
-        try:
-            await kube.write(f"namespace {name}", "POST", "/api/v1/namespaces", body)
-        except ActionError as err:
-            if not is_status(err.__cause__, 409):
-                raise
 
 
 async def _run_all(workflows: list[LoadedWorkflow], kube: Kube, global_limit: int | None) -> int:
@@ -46,14 +43,17 @@ async def _run_all(workflows: list[LoadedWorkflow], kube: Kube, global_limit: in
                 file=sys.stderr,
             )
             return done.phase
-        except ActionError as err:
-            if is_status(err.__cause__, 404) and "workflowexecution" in str(err):
+        except NotFound as err:
+            if "workflowexecution" in err.what:
                 print(
                     "the WorkflowExecution CRD is not installed: kubectl apply -f deploy/crds/",
                     file=sys.stderr,
                 )
             else:
                 print(f"{loaded.run_id}: {err}", file=sys.stderr)
+            return RunPhase.FAILED.value
+        except (KubeError, ActionError) as err:
+            print(f"{loaded.run_id}: {err}", file=sys.stderr)
             return RunPhase.FAILED.value
 
     phases = await asyncio.gather(*(one(w) for w in workflows))
@@ -75,3 +75,38 @@ def run_once(
         return asyncio.run(_run_all(workflows, kube, global_limit))
     finally:
         kube.api.close()
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run each workflow once and exit (the only mode of `run`; the daemon watches git)",
+    )
+    add_cluster_flags(p)
+    p.add_argument(
+        "--max-concurrent-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="global limit on steps running at once across all workflows",
+    )
+    add_policy_flags(p, DEFAULT_NAMESPACE)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths, policy_of(args))
+    print_issues(result)
+    if not result.ok:
+        print("not running anything: fix the errors above first", file=sys.stderr)
+        return 1
+    return run_once(
+        result.workflows,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        global_limit=args.max_concurrent_steps,
+        capture_namespace=args.capture_namespace,
+    )

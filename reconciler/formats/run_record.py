@@ -1,41 +1,30 @@
-"""Run records as people and machines read them in git (DESIGN.md §5):
-`runs/<workflow>/<run-id>.yaml` (machine-readable) and `runs/<workflow>/<run-id>.md` (a
-summary table, a Mermaid DAG coloured by step phase, a Mermaid gantt of the timeline, and the
-rollback table; GitHub and GitLab render both Mermaid blocks as they are).
+"""Run records in git, the one owner of their layout and YAML (../shared/DESIGN.md §5):
+`<records>/<workflow>/<run-id>.yaml` (machine-readable) beside `<run-id>.md` (for people,
+formats/run_markdown.py), one commit per record, and the reading back: which runs have a
+record, whether it says the run finished, the latest run of each workflow.
 """
 
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Any, Protocol
 
 from ruamel.yaml import YAML
 
-from reconciler.engine.record import RunRecord, StepPhase, StepRecord
+from reconciler.engine.record import RunPhase, RunRecord
+from reconciler.formats.run_markdown import render_markdown
+from reconciler.formats.times import duration_text, time_text
 from reconciler.manifest.durations import format_duration
 
 RECORD_KIND = "RunRecord"
 RECORD_API_VERSION = "reconciler.dev/v1alpha1"
 
 
-def _time(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
-
-
-def _duration(start: float | None, end: float | None) -> str | None:
-    if start is None or end is None:
-        return None
-    return format_duration(max(0.0, end - start))
 
 
 def record_document(record: RunRecord, source: str | None = None) -> dict[str, Any]:
@@ -50,9 +39,9 @@ def record_document(record: RunRecord, source: str | None = None) -> dict[str, A
         phase=raw["phase"],
         reason=raw["reason"],
         message=raw["message"],
-        started=_time(record.started),
-        finished=_time(record.finished),
-        duration=_duration(record.started, record.finished),
+        started=time_text(record.started),
+        finished=time_text(record.finished),
+        duration=duration_text(record.started, record.finished),
         maxConcurrent=raw["max_concurrent"],
         executionOrder=raw["execution_order"],
     )
@@ -61,11 +50,11 @@ def record_document(record: RunRecord, source: str | None = None) -> dict[str, A
         rb = raw["rollback"]
         doc["rollback"] = {
             "reason": rb["reason"],
-            "started": _time(rb["started"]),
-            "finished": _time(rb["finished"]),
+            "started": time_text(rb["started"]),
+            "finished": time_text(rb["finished"]),
             "entries": [
                 {
-                    _camel(k): (_time(v) if k in ("started", "finished") else v)
+                    _camel(k): (time_text(v) if k in ("started", "finished") else v)
                     for k, v in e.items()
                     if v is not None
                 }
@@ -81,14 +70,14 @@ def _step_document(step: dict[str, Any]) -> dict[str, Any]:
         if key == "attempts":
             value = [
                 {
-                    _camel(k): (_time(v) if k in ("started", "finished") else v)
+                    _camel(k): (time_text(v) if k in ("started", "finished") else v)
                     for k, v in a.items()
                     if v is not None
                 }
                 for a in value
             ]
         elif key in ("started", "finished"):
-            value = _time(value)
+            value = time_text(value)
         if value in (None, [], {}) and key not in ("phase",):
             continue
         if key == "continue_on_failure" and not value:
@@ -106,156 +95,71 @@ def render_yaml(record: RunRecord, source: str | None = None) -> str:
     return buffer.getvalue()
 
 
-# ----------------------------------------------------------------------------- Markdown
-
-PHASE_STYLE = {
-    StepPhase.SUCCEEDED: "fill:#d1f4d9,stroke:#1a7f37,color:#0b3d1b",
-    StepPhase.FAILED: "fill:#ffd8d3,stroke:#cf222e,color:#5c0a05",
-    StepPhase.CANCELLED: "fill:#fff1c2,stroke:#9a6700,color:#4d3300",
-    StepPhase.SKIPPED: "fill:#eaeef2,stroke:#8c959f,color:#424a53",
-    StepPhase.RUNNING: "fill:#ddf4ff,stroke:#0969da,color:#0a3069",
-    StepPhase.RETRYING: "fill:#ddf4ff,stroke:#0969da,color:#0a3069",
-    StepPhase.PENDING: "fill:#ffffff,stroke:#8c959f,color:#424a53",
-}
-GANTT_STATUS = {
-    StepPhase.SUCCEEDED: "done",
-    StepPhase.FAILED: "crit",
-    StepPhase.RUNNING: "active",
-    StepPhase.RETRYING: "active",
-    StepPhase.CANCELLED: "crit",
-}
-MAX_DIAGRAM_STEPS = 200  # GitHub stops rendering very large Mermaid graphs
+FINISHED_PHASES = {p.value for p in RunPhase if p.finished}
 
 
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def record_paths(records_path: str, workflow: str, run_id: str) -> tuple[str, str]:
+    """The YAML and Markdown files of one run."""
+    base = f"{records_path.rstrip('/')}/{workflow}/{run_id}"
+    return f"{base}.yaml", f"{base}.md"
 
 
-def _label(text: str) -> str:
-    return text.replace('"', "#quot;")
-
-
-def render_markdown(record: RunRecord, source: str | None = None) -> str:
+def commit_message(record: RunRecord, note: str | None = None) -> str:
     done, total = record.progress()
-    icon = {
-        "Succeeded": "✅",
-        "Failed": "❌",
-        "RolledBack": "↩️",
-        "PartiallyRolledBack": "⚠️",
-        "Cancelled": "⏹️",
-        "Running": "⏳",
-        "RollingBack": "⏳",
-    }.get(record.phase.value, "")
-    lines = [
-        f"# {icon} {record.workflow} — {record.phase.value}",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| run id | `{record.run_id}` |",
-        f"| phase | **{record.phase.value}**{f' ({record.reason})' if record.reason else ''} |",
-        f"| steps | {done}/{total} succeeded |",
-        f"| started | {_time(record.started) or '—'} |",
-        f"| finished | {_time(record.finished) or '—'} |",
-        f"| duration | {_duration(record.started, record.finished) or '—'} |",
-        f"| revision | `{record.revision or '—'}` |",
-        f"| source | `{source or '—'}` |",
-        f"| content hash | `{record.content_hash[:16]}…` |",
-    ]
-    if record.message:
-        lines.append(f"| message | {_cell(record.message)} |")
-    lines += [
-        "",
-        "## Steps",
-        "",
-        "| step | action | phase | attempts | duration | message |",
-        "|---|---|---|---|---|---|",
-    ]
-    for step in record.steps.values():
-        lines.append(
-            f"| {step.name} | {step.action} | {step.phase.value} | {len(step.attempts)} | "
-            f"{_duration(step.started, step.finished) or '—'} | {_cell(step.message or '')} |"
-        )
-    if total <= MAX_DIAGRAM_STEPS:
-        lines += [
-            "",
-            "## Graph",
-            "",
-            *_mermaid_graph(record),
-            "",
-            "## Timeline",
-            "",
-            *_mermaid_gantt(record),
-        ]
-    else:
-        lines += [
-            "",
-            f"_Graph and timeline omitted: {total} steps is more than {MAX_DIAGRAM_STEPS}._",
-        ]
-    lines += ["", "## Rollback", ""]
-    if record.rollback is None:
-        lines.append("Nothing was rolled back.")
-    else:
-        rb = record.rollback
-        lines += [
-            f"Reason: **{rb.reason}**. Undone newest first (reverse dependency order).",
-            "",
-            "| # | step | action | result | attempts | note / error |",
-            "|---|---|---|---|---|---|",
-        ]
-        for i, e in enumerate(rb.entries, 1):
-            detail = " ".join(x for x in (e.note, e.error) if x)
-            row = (i, e.step, e.action, e.result.value, e.attempts, _cell(detail))
-            lines.append("| " + " | ".join(str(x) for x in row) + " |")
-    lines += [
-        "",
-        f"<sub>Machine-readable record: `{record.run_id}.yaml`. Written by reconciler.</sub>",
-        "",
-    ]
-    return "\n".join(lines)
+    duration = ""
+    if record.started is not None and record.finished is not None:
+        duration = f", {format_duration(record.finished - record.started)}"
+    detail = f"{done}/{total} steps{duration}" if note is None else note
+    return f"reconciler: {record.workflow} {record.run_id} {record.phase.value} ({detail})"
 
 
-def _ids(record: RunRecord) -> dict[str, str]:
-    return {name: f"s{i}" for i, name in enumerate(record.steps)}
+def record_files(
+    records_path: str, record: RunRecord, source: str | None
+) -> dict[str, bytes | None]:
+    """The files of one record commit: the YAML and the Markdown, rendered now."""
+    yaml_path, md_path = record_paths(records_path, record.workflow, record.run_id)
+    return {
+        yaml_path: render_yaml(record, source).encode(),
+        md_path: render_markdown(record, source).encode(),
+    }
 
 
-def _mermaid_graph(record: RunRecord) -> list[str]:
-    ids = _ids(record)
-    out = ["```mermaid", "flowchart LR"]
-    for name, step in record.steps.items():
-        out.append(f'  {ids[name]}["{_label(name)}<br/><small>{step.action}</small>"]')
-    for name, step in record.steps.items():
-        for dep in step.depends_on:
-            out.append(f"  {ids[dep]} --> {ids[name]}")
-    used = {s.phase for s in record.steps.values()}
-    for phase in used:
-        out.append(f"  classDef {phase.value.lower()} {PHASE_STYLE[phase]}")
-    for name, step in record.steps.items():
-        out.append(f"  class {ids[name]} {step.phase.value.lower()}")
-    out.append("```")
-    return out
+class Entry(Protocol):
+    """A file of a git tree listing (gitops.git.TreeEntry is one)."""
+
+    path: str
+    sha: str
 
 
-def _gantt_task(step: StepRecord, ids: dict[str, str], fallback_end: float) -> str | None:
-    if step.started is None:
+def recorded_runs(entries: Iterable[Entry]) -> dict[str, str]:
+    """Run id -> blob of its YAML record, from one listing of the records path."""
+    files = {}
+    for entry in entries:
+        path = PurePosixPath(entry.path)
+        if path.suffix == ".yaml" and len(path.parts) >= 3:
+            files[path.stem] = entry.sha
+    return files
+
+
+def parse_record(content: bytes) -> dict[str, Any] | None:
+    """A YAML record as a document; None if it is not one (someone broke it by hand)."""
+    try:
+        doc = YAML(typ="safe", pure=True).load(content)
+    except Exception:  # any YAML error: the file is not a record we can read
         return None
-    start, end = int(step.started), int(max(step.finished or fallback_end, step.started + 1))
-    status = GANTT_STATUS.get(step.phase)
-    tags = ", ".join(x for x in (status, ids[step.name]) if x)
-    return f"  {_label(step.name)} :{tags}, {start}, {end}"
+    return doc if isinstance(doc, dict) and doc.get("kind") == RECORD_KIND else None
 
 
-def _mermaid_gantt(record: RunRecord) -> list[str]:
-    ids = _ids(record)
-    fallback = record.finished or max((s.finished or s.started or 0) for s in record.steps.values())
-    out = ["```mermaid", "gantt", "  dateFormat X", "  axisFormat %H:%M:%S", "  section steps"]
-    out += [t for s in record.steps.values() if (t := _gantt_task(s, ids, fallback))]
-    if record.rollback and record.rollback.entries:
-        out.append("  section rollback")
-        for i, e in enumerate(record.rollback.entries):
-            if e.started is None:
-                continue
-            start, end = int(e.started), int(max(e.finished or e.started, e.started + 1))
-            status = "done" if e.result.value in ("Undone", "Irreversible") else "crit"
-            out.append(f"  undo {_label(e.step)} :{status}, u{i}, {start}, {end}")
-    out.append("```")
-    return out
+def says_finished(content: bytes) -> bool:
+    doc = parse_record(content)
+    return doc is not None and doc.get("phase") in FINISHED_PHASES
+
+
+def latest_per_workflow(documents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The newest record (by start time) of each workflow, by workflow name."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for doc in documents:
+        current = latest.get(doc["workflow"])
+        if current is None or str(doc.get("started", "")) > str(current.get("started", "")):
+            latest[doc["workflow"]] = doc
+    return [latest[name] for name in sorted(latest)]

@@ -10,7 +10,6 @@ WorkflowExecutions. Desired minus applied is the queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -68,14 +67,3 @@ class ManifestCache:
                 entry.path, 0, 0, f"file is {entry.size:,} bytes, over the {limit} MiB limit"
             )
         return None
-
-
-def record_files(entries: Iterable[TreeEntry]) -> dict[str, str]:
-    """Run id -> blob of its record (`<records>/<workflow>/<run-id>.yaml`), from one listing
-    of the records path."""
-    files = {}
-    for entry in entries:
-        path = PurePosixPath(entry.path)
-        if path.suffix == ".yaml" and len(path.parts) >= 3:
-            files[path.stem] = entry.sha
-    return files

@@ -16,16 +16,21 @@ then pushing again. Never a force-push.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.attempt import Backoff, attempt
+
 log = logging.getLogger(__name__)
 GIT_TIMEOUT = 120.0
+PUSH_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=15.0)
 
 
 class GitError(Exception):
@@ -34,6 +39,11 @@ class GitError(Exception):
     def __init__(self, message: str, transient: bool = True) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+def is_transient(err: Exception) -> bool:
+    """Git errors worth trying again: a rejected push, an unreachable or hung remote."""
+    return isinstance(err, GitError) and err.transient
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class GitRepo:
     author_name: str = "reconciler"
     author_email: str = "reconciler@localhost"
     signing_key: Path | None = None  # SSH key to sign record commits with
+    timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
     _askpass: Path | None = field(default=None, repr=False)
 
     @property
@@ -115,9 +126,12 @@ class GitRepo:
         *args: str,
         stdin: bytes | None = None,
         env: Mapping[str, str] | None = None,
-        timeout: float = GIT_TIMEOUT,
+        timeout: float | None = None,
         cwd: Path | None = None,
     ) -> bytes:
+        """Run one git command; a failure or a command that outlives its timeout (a hung
+        remote) raises GitError."""
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
         full_env = self._env()
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
@@ -128,12 +142,18 @@ class GitRepo:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
+            start_new_session=True,  # its own process group: a kill reaches its children
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
+            out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
+        except (TimeoutError, asyncio.CancelledError) as stopped:
+            # The whole group: a hung push's helpers (ssh, receive-pack and its hook on a
+            # local remote) hold our pipes, and killing git alone would leave us waiting.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+            if isinstance(stopped, TimeoutError):
+                raise GitError(f"git {args[0]}: no answer within {limit:g}s") from None
             raise
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip().splitlines()
@@ -271,36 +291,33 @@ class GitRepo:
         """Like push_files for several commits at once: one chain of commits on the remote
         head (one per change, in order, none empty), one push. A queue of records behind a
         slow remote costs one round trip, not one each."""
-        delay = 0.5
-        last: GitError | None = None
         first_message = changes[0][1].splitlines()[0] if changes else ""
-        for _ in range(attempts):
+        target = branch or self.branch
+
+        async def once(_: int) -> str:
             head = await self.fetch(branch)
             if head is None:
-                raise GitError(
-                    f"branch {branch or self.branch} does not exist on the remote", transient=False
-                )
+                raise GitError(f"branch {target} does not exist on the remote", transient=False)
             commit = head
             for files, message in changes:
                 commit = await self.commit_files(commit, files, message)
             if commit == head:
                 return head
-            try:
-                target = branch or self.branch
-                await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{target}")
-                await self.git("update-ref", f"refs/remotes/origin/{target}", commit)
-                return commit
-            except GitError as err:  # rejected (someone pushed first) or remote down
-                last = err
-                log.info(
-                    "push of %r%s rejected or failed (%s); fetching and retrying",
-                    first_message,
-                    f" and {len(changes) - 1} more" if len(changes) > 1 else "",
-                    err,
-                )
-                await asyncio.sleep(delay)
-                delay = min(15.0, delay * 2)
-        raise last or GitError("push failed")
+            await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{target}")
+            await self.git("update-ref", f"refs/remotes/origin/{target}", commit)
+            return commit
+
+        def note(_: int, err: Exception, delay: float) -> None:  # rejected, or remote down
+            more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
+            log.info("push of %r%s failed (%s); fetching and retrying", first_message, more, err)
+
+        return await attempt(
+            once,
+            retryable=is_transient,
+            backoff=PUSH_BACKOFF,
+            retries=attempts - 1,
+            on_retry=note,
+        )
 
     async def commit_message(self, commit: str) -> tuple[str, str]:
         """(author email, subject) of a commit."""

@@ -1,9 +1,10 @@
 """Record commits, in order, never lost: each commit is spooled to disk before it is tried,
 pushed by one worker (fetch, build on the remote head, push; on rejection or an unreachable
-remote, back off and try again — forever, never forcing), and deleted from the spool only
-once the remote has it. Records that queue up while a push is in flight go out together:
-one commit each, one push. A restarted daemon pushes what its predecessor left in the spool;
-re-pushing content the remote already has makes no commit, so nothing is recorded twice.
+remote, back off and try again, never forcing; a permanent error ends the process), and
+deleted from the spool only once the remote has it. Records that queue up while a push is in
+flight go out together: one commit each, one push. A restarted daemon pushes what its
+predecessor left in the spool; re-pushing content the remote already has makes no commit,
+so nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import os
 from pathlib import Path
 
 from reconciler import failpoints
-from reconciler.gitops.git import GitError, GitRepo
+from reconciler.attempt import Backoff, attempt
+from reconciler.gitops.git import GitRepo, is_transient
 from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 Files = dict[str, bytes | None]
 MAX_BATCH = 50  # records per push: bounds the work redone when a push is rejected
 PUSHED_MARKER = "pushed.json"  # names of spooled records already on the remote
+PUSH_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=30.0)
 
 
 class RecordWriter:
@@ -35,21 +38,28 @@ class RecordWriter:
         self.idle = asyncio.Event()
         self.idle.set()
         self.pushed = 0
+        self.failing: str | None = None  # why the last push failed, until one succeeds
         self._seq = 0
 
     def recover(self) -> int:
         """Queue what a previous process spooled but did not push."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        marker = self.spool / PUSHED_MARKER
-        if marker.exists():  # it died between a push and cleaning up after it
-            for name in json.loads(marker.read_text()):
-                (self.spool / name).unlink(missing_ok=True)
-            marker.unlink()
-        leftovers = sorted(p for p in self.spool.glob("*.json") if p.name != PUSHED_MARKER)
+        self._apply_marker()
+        leftovers = self._spooled()
         for path in leftovers:
             self._seq = max(self._seq, int(path.stem.split("-")[0]) + 1)
             self._enqueue(path)
         return len(leftovers)
+
+    def _apply_marker(self) -> None:
+        marker = self.spool / PUSHED_MARKER
+        if marker.exists():  # the writer died between a push and cleaning up after it
+            for name in json.loads(marker.read_text()):
+                (self.spool / name).unlink(missing_ok=True)
+            marker.unlink()
+
+    def _spooled(self) -> list[Path]:
+        return sorted(p for p in self.spool.glob("*.json") if p.name != PUSHED_MARKER)
 
     def pending_paths(self) -> set[str]:
         """Every repository path a spooled, not yet pushed record commit writes."""
@@ -86,50 +96,72 @@ class RecordWriter:
         self._enqueue(final)
 
     async def run(self) -> None:
+        """Push spooled records for ever. A transient failure (refused, unreachable, hung)
+        is retried with backoff; a permanent one (the branch is gone) is raised: retrying
+        cannot help, and the supervisor ends the process, loudly, with the spool intact."""
+        self._requeue_spool()  # a restart after a crash must not lose the batch it held
         while True:
             batch = [await self.queue.get()]
             # whatever else is already spooled goes in the same push (one commit each)
             while not self.queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self.queue.get_nowait())
-            changes = []
-            for path in list(batch):
-                try:
-                    changes.append(self._load(path))
-                except (OSError, ValueError, KeyError) as err:  # never stop the writer
-                    log.error("spooled record %s is unreadable, set aside: %s", path.name, err)
-                    batch.remove(path)
-                    with contextlib.suppress(OSError):
-                        path.rename(path.with_suffix(".bad"))
-            if not changes:
-                self._after(batch)
-                continue
-            # One push a try, retried here (not also inside git): every refused or failed
-            # push counts in reconciler_record_push_retries_total, as its help says.
-            delay = 0.5
-            while True:
-                try:
-                    await self.git.push_commits(changes, attempts=1)
-                    break
-                except GitError as err:
-                    self.metrics.push_retries.inc()
-                    log.warning(
-                        "%d record commit(s) not pushed yet (first %r): %s",
-                        len(changes),
-                        changes[0][1],
-                        err,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(30.0, delay * 2)
-            failpoints.reached("pushed")
-            # Say durably which files are on the remote before deleting them: a crash in
-            # between must not push the whole batch again (the later record of a run would
-            # no longer make its earlier one a no-op, and history would repeat them).
-            self._write_atomically(self.spool / PUSHED_MARKER, json.dumps([p.name for p in batch]))
-            for path in batch:
-                path.unlink(missing_ok=True)
-            (self.spool / PUSHED_MARKER).unlink(missing_ok=True)
-            self.pushed += len(batch)
+            changes = self._load_batch(batch)
+            if changes:
+                await self._push(changes)
+                self._forget(batch)
             self._after(batch)
+
+    def _requeue_spool(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._apply_marker()
+        for path in self._spooled():
+            self._enqueue(path)
+        self._after([])
+
+    def _load_batch(self, batch: list[Path]) -> list[tuple[Files, str]]:
+        changes = []
+        for path in list(batch):
+            try:
+                changes.append(self._load(path))
+            except (OSError, ValueError, KeyError) as err:  # never stop the writer
+                log.error("spooled record %s is unreadable, set aside: %s", path.name, err)
+                batch.remove(path)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+        return changes
+
+    async def _push(self, changes: list[tuple[Files, str]]) -> None:
+        def note(_: int, err: Exception, delay: float) -> None:
+            self.metrics.push_retries.inc()
+            self.failing = str(err)
+            log.warning(
+                "%d record commit(s) not pushed yet (first %r): %s",
+                len(changes),
+                changes[0][1],
+                err,
+            )
+
+        # One push a try, retried here (not also inside git): every refused or failed
+        # push counts in reconciler_record_push_retries_total, as its help says.
+        await attempt(
+            lambda _: self.git.push_commits(changes, attempts=1),
+            retryable=is_transient,
+            backoff=PUSH_BACKOFF,
+            on_retry=note,
+        )
+        self.failing = None
+        failpoints.reached("pushed")
+
+    def _forget(self, batch: list[Path]) -> None:
+        # Say durably which files are on the remote before deleting them: a crash in
+        # between must not push the whole batch again (the later record of a run would
+        # no longer make its earlier one a no-op, and history would repeat them).
+        self._write_atomically(self.spool / PUSHED_MARKER, json.dumps([p.name for p in batch]))
+        for path in batch:
+            path.unlink(missing_ok=True)
+        (self.spool / PUSHED_MARKER).unlink(missing_ok=True)
+        self.pushed += len(batch)
 
     def _after(self, batch: list[Path]) -> None:
         self.metrics.records_pending.set(self.queue.qsize())

@@ -122,17 +122,17 @@ class HttpServer:
         host, _, port = listen.rpartition(":")
         self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), make_handler(endpoints))
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
 
-    def start(self) -> None:
-        self.thread.start()
+    async def serve(self) -> None:
+        """Serve in a worker thread until `stop`; a supervised task (its crash is seen)."""
+        await asyncio.to_thread(self.server.serve_forever)
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.server.shutdown()  # returns at once if it is not serving
         self.server.server_close()
 
 

@@ -40,6 +40,12 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=r,
         )
+        self.task_restarts = Counter(
+            "reconciler_task_restarts_total",
+            "Background tasks restarted after an unexpected exception",
+            ["task"],
+            registry=r,
+        )
         self.sync_failures = Counter(
             "reconciler_git_sync_failures_total", "Failed git syncs", registry=r
         )

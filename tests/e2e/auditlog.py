@@ -31,7 +31,7 @@ from kubehelp import execution
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.cluster.checkpoint import unpack
+from reconciler.formats.packing import unpack
 
 MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
 STEP_OPS = {"capture", "apply", "wait"}  # undo is judged separately (rollback)

@@ -19,8 +19,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from reconciler.cluster.namespaces import ensure_namespace
 from reconciler.cluster.run import run_in_cluster
-from reconciler.commands.run import ensure_namespace
 from reconciler.engine.record import RunRecord
 from reconciler.engine.runner import Engine
 from reconciler.kube.client import Kube

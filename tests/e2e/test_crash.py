@@ -33,7 +33,7 @@ from kubehelp import (  # noqa: F401  (fixtures)
 )
 from kubernetes import client as k8s
 
-from reconciler.cluster.checkpoint import unpack
+from reconciler.formats.packing import unpack
 
 KILLS = int(os.environ.get("RECONCILER_CRASH_KILLS", "5"))  # random kills a round, at most 11
 ROUNDS = int(os.environ.get("RECONCILER_CRASH_ROUNDS", "1"))  # make soak: 6

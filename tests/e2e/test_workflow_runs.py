@@ -26,8 +26,8 @@ from kubehelp import (
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from reconciler.cluster.checkpoint import unpack
 from reconciler.engine.record import RunPhase, StepPhase, UndoResult
+from reconciler.formats.packing import unpack
 
 
 def scale(name: str, target: str, ns: str, replicas: int, deps: str = "") -> str:

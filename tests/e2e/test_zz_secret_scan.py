@@ -22,7 +22,7 @@ from figures import report
 from kubehelp import IN_GIT, SECRETS, api  # noqa: F401  (fixture)
 from kubernetes import client as k8s
 
-from reconciler.cluster.checkpoint import unpack
+from reconciler.formats.packing import unpack
 
 COMPONENT_LOGS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 

@@ -14,9 +14,10 @@ from kubernetes.client.exceptions import ApiException
 from reconciler.actions.base import run_object_name
 from reconciler.actions.config import apply_target, undo_target
 from reconciler.actions.deployments import rollout_progress
+from reconciler.actions.errors import engine_error
 from reconciler.actions.nodes import pods_to_evict
 from reconciler.engine.errors import PermanentError, TransientError
-from reconciler.kube.client import api_error
+from reconciler.kube import errors
 from reconciler.manifest.schema import DrainParams
 
 
@@ -179,29 +180,35 @@ def apply_patch(data: dict, patch: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("status", "kind", "fragment"),
+    ("status", "typed", "kind", "fragment"),
     [
-        (404, PermanentError, "deployment shop/app not found"),
-        (403, PermanentError, "forbidden"),
-        (422, PermanentError, "HTTP 422"),
-        (409, TransientError, "HTTP 409"),
-        (429, TransientError, "HTTP 429"),
-        (500, TransientError, "HTTP 500"),
-        (503, TransientError, "HTTP 503"),
+        (404, errors.NotFound, PermanentError, "deployment shop/app not found"),
+        (403, errors.Forbidden, PermanentError, "forbidden"),
+        (422, errors.Rejected, PermanentError, "HTTP 422"),
+        (409, errors.Conflict, TransientError, "HTTP 409"),
+        (410, errors.Gone, TransientError, "HTTP 410"),
+        (429, errors.TooManyRequests, TransientError, "HTTP 429"),
+        (500, errors.ServerError, TransientError, "HTTP 500"),
+        (503, errors.Unreachable, TransientError, "HTTP 503"),
     ],
 )
-def test_api_errors_are_classified(status: int, kind: type, fragment: str) -> None:
+def test_api_errors_are_typed_then_classified_for_the_engine(
+    status: int, typed: type, kind: type, fragment: str
+) -> None:
     err = ApiException(status=status, reason="reason")
-    err.body = '{"message": "details from the API server"}'
-    translated = api_error(err, "deployment shop/app")
+    err.body = '{"message": "details from the API server", "reason": "AlreadyExists"}'
+    kube_error = errors.from_exception(err, "deployment shop/app")
+    assert type(kube_error) is typed
+    assert (kube_error.status, kube_error.reason) == (status, "AlreadyExists")
+    translated = engine_error(kube_error)
     assert isinstance(translated, kind)
     assert fragment in str(translated)
 
 
 def test_connection_failures_are_transient() -> None:
-    assert isinstance(
-        api_error(ConnectionRefusedError("refused"), "deployment shop/app"), TransientError
-    )
+    kube_error = errors.from_exception(ConnectionRefusedError("refused"), "deployment shop/app")
+    assert isinstance(kube_error, errors.Unreachable)
+    assert isinstance(engine_error(kube_error), TransientError)
 
 
 def test_run_object_names_are_valid_and_distinct() -> None:
@@ -246,7 +253,7 @@ def test_secret_merge_from_a_source_that_gains_a_key_changes_and_undoes_only_cap
 
     from reconciler.actions.config import UpdateSecret
     from reconciler.engine.interface import StepContext
-    from reconciler.kube.client import ns_path
+    from reconciler.kube.paths import ns_path
 
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()

@@ -7,12 +7,12 @@ import random
 
 from fakes import FakeActions, Script, run_virtual, workflow
 
-from reconciler.cluster.checkpoint import MAX_STEPS_IN_STATUS, status_of, unpack
 from reconciler.cluster.events import event_for
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunRecord, Transition
 from reconciler.engine.runner import Engine
+from reconciler.formats.packing import MAX_STEPS_IN_STATUS, status_of, unpack
 
 
 def run(wf, actions) -> RunRecord:
@@ -125,8 +125,8 @@ def test_close_writes_a_pending_lazy_transition_without_waiting() -> None:
 def test_packer_reuses_unchanged_steps_yet_always_packs_the_record_as_it_is() -> None:
     """After every transition of a run with retries, a failure and a rollback, the cached
     packing equals a fresh one: no step's change is ever missed."""
-    from reconciler.cluster.checkpoint import RecordPacker, pack
     from reconciler.engine.errors import TransientError
+    from reconciler.formats.packing import RecordPacker, pack
 
     packer, compared = RecordPacker(), []
 

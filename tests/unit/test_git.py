@@ -255,7 +255,7 @@ def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
 ) -> None:
     """Record commits (adding or changing files under runs/) are skipped; a rename out of
     workflows/ into runs/, a deleted record, and an empty commit are judged themselves."""
-    from reconciler.daemon.daemon import Daemon, DaemonConfig
+    from reconciler.gitops.signatures import SignatureJudge
 
     bare, clone = remote
 
@@ -276,11 +276,12 @@ def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
     renamed = commit("move a workflow into runs/", "mv", "workflows/a.yaml", "runs/a.yaml")
     deleted = commit("delete a record", "rm", "--quiet", "runs/r1.yaml")
     empty = commit("approve")
-    daemon = Daemon(DaemonConfig(repo=str(bare), workdir=tmp_path / "work"), kube=None)  # type: ignore[arg-type]
+    git = GitRepo(url=str(bare), workdir=tmp_path / "work")
+    judge = SignatureJudge(git, "runs/", tmp_path / "allowed_signers")
 
     async def subjects() -> list[str]:
-        await daemon.git.ensure()
-        await daemon.git.fetch()
-        return [await daemon._signature_subject(c) for c in (records, renamed, deleted, empty)]
+        await git.ensure()
+        await git.fetch()
+        return [await judge.subject(c) for c in (records, renamed, deleted, empty)]
 
     assert run(subjects()) == [human, renamed, deleted, empty]

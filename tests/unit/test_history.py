@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.cluster.checkpoint import FINALIZER
 from reconciler.cluster.history import executions_to_prune
+from reconciler.formats.execution import FINALIZER
 
 MINE = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 

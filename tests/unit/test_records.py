@@ -11,7 +11,8 @@ from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunRecord
 from reconciler.engine.runner import Engine
-from reconciler.formats.run_record import render_markdown, render_yaml
+from reconciler.formats.run_markdown import render_markdown
+from reconciler.formats.run_record import render_yaml
 
 STEPS = [
     {"name": "scale"},

@@ -15,7 +15,8 @@ from kubernetes import client as k8s
 
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.interface import StepContext
-from reconciler.kube.client import Kube, process_identity, request_origin
+from reconciler.kube.client import Kube
+from reconciler.kube.origin import process_identity, request_origin
 from reconciler.manifest.schema import Workflow
 
 # what the client's discovery (DynamicClient) asks first

@@ -1,0 +1,60 @@
+"""`reconciler daemon`: watch a git repository and run what is new or changed. Its flags
+and environment variables come from the settings table (daemon/config.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from reconciler import DEFAULT_NAMESPACE
+from reconciler.commands.common import add_policy_flags, policy_of
+from reconciler.daemon.config import add_arguments, from_arguments
+
+log = logging.getLogger("reconciler.daemon")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("daemon", help="watch a git repository and run what is new or changed")
+    env = os.environ
+    add_arguments(p, env)
+    p.add_argument("--kubeconfig")
+    p.add_argument("--context")
+    p.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=env.get("RECONCILER_LOG_FORMAT", "json"),
+        help="[RECONCILER_LOG_FORMAT]",
+    )
+    p.add_argument(
+        "--log-level",
+        default=env.get("RECONCILER_LOG_LEVEL", "INFO"),
+        help="[RECONCILER_LOG_LEVEL]",
+    )
+    add_policy_flags(p, env.get("RECONCILER_NAMESPACE", DEFAULT_NAMESPACE))
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler.daemon.daemon import Daemon
+    from reconciler.kube.client import Kube, load_api_client
+    from reconciler.observability import logs
+
+    logs.setup(args.log_format, args.log_level)
+    if args.verify_signatures == "ssh" and args.allowed_signers is None:
+        print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
+        return 2
+    config = from_arguments(args, policy_of(args))
+    kube = Kube(
+        load_api_client(args.kubeconfig, args.context), capture_namespace=config.capture_namespace
+    )
+    try:
+        return asyncio.run(Daemon(config, kube).run())
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # logged as one JSON line with its traceback, not a bare dump
+        log.exception("the daemon stopped on an unexpected error")
+        return 1

@@ -1,0 +1,53 @@
+"""`reconciler plan PATH...`: run ids, levels, start order and critical path; with
+--server-dry-run, what each step would change in the live cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reconciler.commands.common import (
+    add_cluster_flags,
+    add_policy_flags,
+    policy_of,
+    print_issues,
+)
+from reconciler.engine.plan import plan_workflow, render_text
+from reconciler.manifest.loader import load_paths
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--server-dry-run",
+        action="store_true",
+        help="show what each step would change in the live cluster (dryRun=All writes)",
+    )
+    add_cluster_flags(p, capture_namespace=False)
+    add_policy_flags(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths, policy_of(args))
+    print_issues(result)
+    if args.server_dry_run:
+        from reconciler.actions.dryrun import server_dry_run
+        from reconciler.kube.client import Kube, load_api_client
+
+        kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
+        print(server_dry_run(result.workflows, kube))
+        return 0 if result.ok else 1
+    plans = [plan_workflow(w) for w in result.workflows]
+    if args.format == "json":
+        errors = [
+            {"file": i.file, "line": i.line, "column": i.column, "message": i.message}
+            for i in result.issues
+        ]
+        print(json.dumps({"workflows": plans, "errors": errors}, indent=2))
+    else:
+        print("\n\n".join(render_text(p) for p in plans))
+    return 0 if result.ok else 1

@@ -1,0 +1,47 @@
+"""`reconciler rollback RUN_ID`: undo a finished run from its checkpoint; record the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from reconciler.commands.common import add_cluster_flags
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "rollback", help="undo a finished run from its checkpoint; record the result"
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--repo", help="commit the updated record here too")
+    p.add_argument("--branch", default="main")
+    p.add_argument("--records-path", default="runs/")
+    add_cluster_flags(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from reconciler.cluster.rollback import rollback_run
+    from reconciler.engine.errors import ActionError
+    from reconciler.gitops.git import GitError, GitRepo
+    from reconciler.kube.client import Kube, load_api_client
+    from reconciler.kube.errors import KubeError
+
+    kube = Kube(
+        load_api_client(args.kubeconfig, args.context), capture_namespace=args.capture_namespace
+    )
+    with tempfile.TemporaryDirectory(prefix="reconciler-rollback-") as tmp:
+        git = GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch) if args.repo else None
+        try:
+            record = asyncio.run(rollback_run(kube, args.run_id, git, args.records_path))
+        except (ActionError, KubeError, GitError) as err:
+            print(f"rollback of {args.run_id}: {err}", file=sys.stderr)
+            return 1
+    for entry in record.rollback.entries if record.rollback else []:
+        detail = " ".join(x for x in (entry.note, entry.error) if x)
+        print(f"{entry.step:<30} {entry.result.value:<13} {detail}")
+    print(f"{record.run_id}: {record.phase.value}", file=sys.stderr)
+    return 0 if record.phase == "RolledBack" else 1

@@ -1,0 +1,173 @@
+"""The daemon's settings, in one table: each row gives the field of DaemonConfig, its
+default, its help, and so its command-line flag (`--max-concurrent-workflows`) and its
+environment variable (`RECONCILER_MAX_CONCURRENT_WORKFLOWS`; a flag wins over the
+variable). commands/daemon.py builds the parser from the table, and nothing else says
+what a default is."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from reconciler import DEFAULT_NAMESPACE
+from reconciler.gitops.git import GIT_TIMEOUT, Credentials
+from reconciler.kube.origin import process_identity
+from reconciler.manifest.policy import Policy
+
+
+def history(text: str) -> int | None:
+    """--execution-history: a count, or 'all'."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the DaemonConfig field (a flag and variable are derived from it)
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    env: str | None = None  # a variable name other than the derived one
+    switch: bool = False  # a flag without a value; its variable is true when "1"
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return self.env or "RECONCILER_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("repo", None, "local path or URL (file://, ssh://, https://) of the repository"),
+    Setting("branch", "main", "the branch whose workflows run"),
+    Setting("path", "workflows/", "the folder of workflow manifests"),
+    Setting("records_path", "runs/", "where run records are committed"),
+    Setting("workdir", Path(".reconciler"), "the git mirror and record spool", Path),
+    Setting("interval", 30.0, "seconds between remote checks (±10%% jitter)", float),
+    Setting("max_concurrent_workflows", 4, "runs at once", int, metavar="N"),
+    Setting("max_concurrent_steps", None, "global limit on steps at once", int, metavar="N"),
+    Setting("listen", "127.0.0.1:8080", "address of /metrics, /healthz, /readyz, /webhook"),
+    Setting("webhook_secret_file", None, "shared secret of signed webhooks", Path),
+    Setting("ssh_key", None, "SSH key file for the remote", Path),
+    Setting("known_hosts", None, "known_hosts file for the remote", Path),
+    Setting("token_file", None, "HTTPS token file for the remote", Path),
+    Setting("author_name", "reconciler", "author of record commits"),
+    Setting("author_email", "reconciler@localhost", "author e-mail of record commits"),
+    Setting("signing_key", None, "SSH key file to sign record commits with", Path),
+    Setting(
+        "verify_signatures",
+        None,
+        "run only revisions signed by --allowed-signers",
+        choices=("ssh",),
+    ),
+    Setting("allowed_signers", None, "allowed_signers file for --verify-signatures", Path),
+    Setting("leader_elect", False, "elect one leader among replicas (a Lease)", switch=True),
+    Setting(
+        "lease_namespace", DEFAULT_NAMESPACE, "namespace of the Lease", env="RECONCILER_NAMESPACE"
+    ),
+    Setting("lease_name", "reconciler", "name of the Lease"),
+    Setting(
+        "capture_namespace",
+        DEFAULT_NAMESPACE,
+        "where captured Secret values are kept",
+        env="RECONCILER_NAMESPACE",
+    ),
+    Setting("once", False, "one sync, wait for its runs, exit with their status", switch=True),
+    Setting(
+        "execution_history",
+        10,
+        "finished WorkflowExecutions kept per workflow once their record is in git; older"
+        " ones are deleted with what they own, so `reconciler rollback` reaches back N runs"
+        " ('all': keep every one)",
+        history,
+        metavar="N",
+    ),
+    Setting(
+        "plan_branches",
+        None,
+        "branches to plan (validate + server dry-run, committed to the branch), never run",
+        metavar="GLOB",
+    ),
+    Setting("git_timeout", GIT_TIMEOUT, "seconds a git command may take (a hung remote)", float),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _default(name: str) -> Any:
+    return field(default=BY_NAME[name].default)
+
+
+@dataclass
+class DaemonConfig:
+    repo: str
+    workdir: Path = _default("workdir")
+    branch: str = _default("branch")
+    path: str = _default("path")
+    records_path: str = _default("records_path")
+    interval: float = _default("interval")
+    max_concurrent_workflows: int = _default("max_concurrent_workflows")
+    max_concurrent_steps: int | None = _default("max_concurrent_steps")
+    listen: str = _default("listen")
+    webhook_secret_file: Path | None = _default("webhook_secret_file")
+    credentials: Credentials = field(default_factory=Credentials)
+    author_name: str = _default("author_name")
+    author_email: str = _default("author_email")
+    signing_key: Path | None = _default("signing_key")
+    allowed_signers: Path | None = None  # set: only commits signed by these keys run
+    leader_elect: bool = _default("leader_elect")
+    lease_namespace: str = _default("lease_namespace")
+    lease_name: str = _default("lease_name")
+    identity: str = field(default_factory=process_identity)
+    capture_namespace: str = _default("capture_namespace")
+    once: bool = _default("once")
+    # finished WorkflowExecutions kept per workflow once their record is in git (None: all)
+    execution_history: int | None = _default("execution_history")
+    plan_branches: str | None = _default("plan_branches")  # planned, never executed
+    git_timeout: float = _default("git_timeout")
+    policy: Policy = field(default_factory=Policy)
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """One flag per setting, its default taken from its variable, else from the table."""
+    for s in SETTINGS:
+        value = environ.get(s.variable)
+        help_text = f"{s.help} [{s.variable}]"
+        if s.switch:
+            parser.add_argument(s.flag, action="store_true", default=value == "1", help=help_text)
+            continue
+        default = s.default if value is None else s.parse(value)
+        parser.add_argument(
+            s.flag,
+            type=s.parse,
+            default=default,
+            required=s.default is None and s.name == "repo" and value is None,
+            choices=s.choices,
+            metavar=s.metavar,
+            help=help_text + ("" if s.default is None else f" (default: {s.default})"),
+        )
+
+
+def from_arguments(args: argparse.Namespace, policy: Policy) -> DaemonConfig:
+    """The config the parsed flags describe (--verify-signatures checked by the caller)."""
+    names = {f.name for f in fields(DaemonConfig)}
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in names}
+    values["allowed_signers"] = args.allowed_signers if args.verify_signatures == "ssh" else None
+    return DaemonConfig(
+        **values,
+        credentials=Credentials(args.ssh_key, args.known_hosts, args.token_file),
+        policy=policy,
+    )

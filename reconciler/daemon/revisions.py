@@ -1,0 +1,163 @@
+"""One sync: the branch head from the remote; on a new head, the desired workflows, the
+decision (daemon/sync.py) applied to the queue, the reports (`_errors.md`, `_refused.md`),
+the lost final records, the pruning of old executions; then the plan branches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from reconciler.cluster.history import executions_to_prune
+from reconciler.daemon.config import DaemonConfig
+from reconciler.daemon.plans import PlanBranches
+from reconciler.daemon.queue import RunQueue
+from reconciler.daemon.recovery import Recovery, finals_in_git
+from reconciler.daemon.runs import Runs
+from reconciler.daemon.sync import decide
+from reconciler.formats import reports
+from reconciler.formats.execution import execution_path
+from reconciler.formats.run_record import recorded_runs
+from reconciler.gitops.desired import ManifestCache
+from reconciler.gitops.git import GitError, GitRepo, TreeEntry
+from reconciler.gitops.recordwriter import RecordWriter
+from reconciler.gitops.signatures import SignatureJudge
+from reconciler.kube.client import Kube
+from reconciler.kube.errors import KubeError
+from reconciler.manifest.errors import ManifestIssue
+from reconciler.observability.metrics import Metrics
+
+log = logging.getLogger("reconciler.daemon")
+
+
+class Revisions:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        git: GitRepo,
+        kube: Kube,
+        writer: RecordWriter,
+        metrics: Metrics,
+        queue: RunQueue,
+        runs: Runs,
+        recovery: Recovery,
+    ) -> None:
+        self.config = config
+        self.git = git
+        self.kube = kube
+        self.writer = writer
+        self.metrics = metrics
+        self.queue = queue
+        self.runs = runs
+        self.recovery = recovery
+        self.cache = ManifestCache(policy=config.policy)
+        self.judge = (
+            SignatureJudge(git, config.records_path, config.allowed_signers)
+            if config.allowed_signers is not None
+            else None
+        )
+        self.plans = (
+            PlanBranches(
+                git, kube, self.cache, config.plan_branches, config.path, config.records_path
+            )
+            if config.plan_branches
+            else None
+        )
+        self.synced_head: str | None = None
+        self.git_ok = False
+        self.last_errors: bytes | None = None
+
+    async def sync(self) -> None:
+        start = time.monotonic()
+        try:
+            head = await self.git.remote_head()
+            if head is None:
+                raise GitError(
+                    f"branch {self.config.branch} not found on the remote", transient=False
+                )
+            if head != self.synced_head:
+                await self.git.fetch()
+                await self._refresh(head)
+                self.synced_head = head
+            if self.plans is not None:
+                await self.plans.plan_all()
+            self.git_ok = True
+            self.metrics.last_sync.set(time.time())
+        except GitError as err:
+            self.git_ok = False
+            self.metrics.sync_failures.inc()
+            log.warning("git sync failed: %s", err)
+        except KubeError as err:  # tried again at the next sync: the head is not marked done
+            self.metrics.sync_failures.inc()
+            log.warning("sync failed on the Kubernetes API: %s", err)
+        finally:
+            self.metrics.sync_duration.observe(time.monotonic() - start)
+        self.runs.start_ready()
+
+    async def _refresh(self, head: str) -> None:
+        revision = f"{self.config.branch}@sha1:{head}"
+        records = await self.git.ls_tree(head, self.config.records_path)  # once a revision
+        if self.judge is not None and not await self._signed(head, records):
+            return
+        desired = await self.cache.desired(self.git, head, self.config.path)
+        self._record_errors(desired.issues)
+        recorded = recorded_runs(records)
+        await self.recovery.record_lost_finals(recorded, self.runs.submit_final)
+        executions = await self.kube.list_metadata("workflowexecutions", execution_path())
+        decision = decide(
+            desired.workflows,
+            recorded=set(recorded),
+            live={meta["name"] for meta in executions},
+            running=self.queue.running_ids(),
+            queued=list(self.queue.waiting),
+            cancelling=self.queue.cancelling(),
+        )
+        for loaded in decision.queue:
+            log.info("queued %s (%s)", loaded.run_id, loaded.file, extra={"run_id": loaded.run_id})
+        for name in self.queue.apply(decision, revision):
+            log.info("workflow %s was deleted while running: cancelling", name)
+        self.metrics.queue_depth.set(len(self.queue.waiting))
+        await self._prune_executions(executions, recorded)
+
+    async def _signed(self, head: str, records: list[TreeEntry]) -> bool:
+        """--verify-signatures: record a refusal, or clear an earlier one once a signed
+        revision arrives."""
+        assert self.judge is not None
+        ok, judged = await self.judge.verdict(head)
+        path = reports.refused_path(self.config.records_path)
+        if ok:
+            if any(e.path == path for e in records):
+                self.writer.submit({path: None}, "reconciler: signed revision, running again")
+            return True
+        content = reports.refused_markdown(judged, self.config.branch)
+        self.writer.submit({path: content}, f"reconciler: refused unsigned revision {judged[:12]}")
+        return False
+
+    def _record_errors(self, issues: list[ManifestIssue]) -> None:
+        self.metrics.invalid_manifests.set(len(issues))
+        content = reports.errors_markdown(issues) if issues else None
+        if content == self.last_errors:
+            return
+        for issue in issues:
+            log.error("invalid manifest: %s", issue)
+        self.last_errors = content
+        path = reports.errors_path(self.config.records_path)
+        self.writer.submit({path: content}, reports.errors_commit_message(issues))
+
+    async def _prune_executions(
+        self, items: list[dict[str, Any]], recorded: dict[str, str]
+    ) -> None:
+        if self.config.execution_history is None:
+            return
+        candidates = executions_to_prune(
+            items, set(recorded), self.config.execution_history, self.runs.labels
+        )
+        # Only once the *final* record is in git: the start record arrives first, and the
+        # final one may still wait in the spool (a lost pod would lose it with the spool).
+        for name in sorted(await finals_in_git(self.git, candidates, recorded)):
+            await self.kube.delete(
+                f"workflowexecution {name}",
+                execution_path(name),
+                {"propagationPolicy": "Background"},  # its Jobs and capture Secrets go too
+            )
+            log.info("deleted finished execution %s: its final record is in git", name)

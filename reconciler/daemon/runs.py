@@ -1,0 +1,97 @@
+"""Starting queued runs and seeing them through: each run is a task that runs its workflow
+in the cluster (cluster/run.py) and spools its start and final records for the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from reconciler import failpoints
+from reconciler.cluster.run import AlreadyRun, run_in_cluster
+from reconciler.daemon.queue import RunHandle, RunQueue, Waiting
+from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.runner import Engine
+from reconciler.formats.run_record import commit_message, record_files
+from reconciler.gitops.recordwriter import RecordWriter
+from reconciler.kube.client import Kube
+from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.observability.logs import log_transition
+from reconciler.observability.metrics import Metrics
+
+log = logging.getLogger("reconciler.daemon")
+
+
+class Runs:
+    def __init__(
+        self,
+        kube: Kube,
+        engine: Engine,
+        queue: RunQueue,
+        writer: RecordWriter,
+        metrics: Metrics,
+        labels: dict[str, str],
+        records_path: str,
+        wake: asyncio.Event,
+    ) -> None:
+        self.kube = kube
+        self.engine = engine
+        self.queue = queue
+        self.writer = writer
+        self.metrics = metrics
+        self.labels = labels
+        self.records_path = records_path
+        self.wake = wake
+        self.unsuccessful = 0  # runs that did not succeed (--once exits 1)
+        self.crashed = 0
+
+    def start_ready(self) -> None:
+        for waiting in self.queue.ready():
+            self.start(waiting.loaded, waiting.revision)
+        self.metrics.queue_depth.set(len(self.queue.waiting))
+
+    def start(self, loaded: LoadedWorkflow, revision: str | None) -> None:
+        cancel = asyncio.Event()
+        task = asyncio.create_task(self._run(Waiting(loaded, revision), cancel), name=loaded.run_id)
+        self.queue.add(RunHandle(loaded, task, cancel))
+        self.metrics.runs_active.set(len(self.queue.running))
+
+    async def _run(self, waiting: Waiting, cancel: asyncio.Event) -> RunRecord | None:
+        loaded = waiting.loaded
+
+        async def commit_start(record: RunRecord, t: Transition) -> None:
+            starting = t.scope == "run" and t.phase == RunPhase.RUNNING.value
+            if starting and not record.execution_order:
+                self.submit(record, loaded.file)
+
+        try:
+            record = await run_in_cluster(
+                self.kube,
+                self.engine,
+                loaded,
+                revision=waiting.revision,
+                cancel=cancel,
+                labels=self.labels,
+                hooks=[self.metrics.hook, log_transition, commit_start],
+            )
+        except AlreadyRun:
+            return None
+        except Exception:  # the run's own fault; the daemon and the other runs go on
+            log.exception("run %s crashed", loaded.run_id, extra={"run_id": loaded.run_id})
+            self.crashed += 1
+            return None
+        finally:
+            self.queue.finished(loaded)
+            self.metrics.runs_active.set(len(self.queue.running))
+            self.wake.set()  # a slot is free: start what is queued
+        failpoints.reached("finished")
+        self.submit_final(record, loaded.file)
+        return record
+
+    def submit_final(self, record: RunRecord, source: str) -> None:
+        if record.phase != RunPhase.SUCCEEDED:
+            self.unsuccessful += 1
+        self.submit(record, source)
+
+    def submit(self, record: RunRecord, source: str) -> None:
+        """The run's record (YAML + Markdown) as one commit, spooled for the writer."""
+        self.writer.submit(record_files(self.records_path, record, source), commit_message(record))

@@ -1,0 +1,72 @@
+"""The files the daemon writes under the records path besides run records: `_errors.md`
+(invalid manifests, at file, line, column and field), `_refused.md` (an unsigned revision),
+and the plans of plan branches (`plans/<branch>/<workflow>.md`). The one owner of their
+paths and content.
+
+None of them names the head revision or a time: the daemon's own record commits move the
+head, and a file that changed with every head would commit itself forever.
+"""
+
+from __future__ import annotations
+
+from reconciler.manifest.errors import ManifestIssue, format_path
+
+ERRORS_FILE = "_errors.md"
+REFUSED_FILE = "_refused.md"
+
+
+def errors_path(records_path: str) -> str:
+    return f"{records_path.rstrip('/')}/{ERRORS_FILE}"
+
+
+def refused_path(records_path: str) -> str:
+    return f"{records_path.rstrip('/')}/{REFUSED_FILE}"
+
+
+def own_report_paths(records_path: str) -> set[str]:
+    """Files the daemon itself writes and removes under the records path."""
+    return {errors_path(records_path), refused_path(records_path)}
+
+
+def plan_dir(records_path: str, branch: str) -> str:
+    return f"{records_path.rstrip('/')}/plans/{branch}"
+
+
+def errors_markdown(issues: list[ManifestIssue]) -> bytes:
+    lines = [
+        "# Invalid workflow manifests",
+        "",
+        "These files were not run (every other workflow was).",
+        "Fix them and push; this file is rewritten on every revision, removed when all is valid.",
+        "",
+        "| file | line | column | field | problem |",
+        "|---|---|---|---|---|",
+    ]
+    for i in issues:
+        problem = i.message.replace("|", "\\|")
+        where = format_path(i.path) or "—"
+        lines.append(f"| `{i.file}` | {i.line} | {i.column} | `{where}` | {problem} |")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def errors_commit_message(issues: list[ManifestIssue]) -> str:
+    if issues:
+        return f"reconciler: {len(issues)} invalid manifest error(s)"
+    return "reconciler: all manifests valid"
+
+
+def refused_markdown(judged: str, branch: str) -> bytes:
+    # Names the judged commit, not the head: the head moves with every record commit.
+    return (
+        f"# Refused revision\n\nCommit `{judged}` on `{branch}` is not signed"
+        " by an allowed key, so nothing in it was executed. Commits that only touch the"
+        " records path are not judged; the next signed commit runs.\n"
+    ).encode()
+
+
+def plan_markdown(name: str, order_text: str, branch: str, head: str, dry_run: str) -> bytes:
+    return (
+        f"# Plan: {name} on `{branch}`\n\n"
+        f"What merging `{branch}` (at `{head[:12]}`) would run. Nothing here was executed.\n\n"
+        f"## Order\n\n```\n{order_text}\n```\n\n## Server-side dry run\n\n```\n{dry_run}\n```\n"
+    ).encode()
