@@ -12,11 +12,10 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-from reconciler.engine.attempt import backoff_delay
+from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
-from reconciler.engine.errors import PermanentError, classify, describe
 from reconciler.engine.interface import Actions, StepContext, is_reversible
-from reconciler.engine.record import ErrorKind, RollbackRecord, RunRecord, UndoEntry, UndoResult
+from reconciler.engine.record import RollbackRecord, RunRecord, UndoEntry, UndoResult
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.schema import RollbackPolicy, StepBase
 
@@ -77,32 +76,21 @@ async def _undo_one(
 ) -> None:
     captured = record.steps[step.name].captured or {}
     entry.started = clock.now()
-    while True:
-        entry.attempts += 1
-        ctx = StepContext(record.run_id, record.workflow, entry.attempts)
-        try:
-            async with asyncio.timeout(step.timeout) as scope:
-                entry.note = await actions.undo(step, captured, ctx)
-        except TimeoutError as err:
-            kind = ErrorKind.TIMEOUT if scope.expired() else ErrorKind.TRANSIENT
-            error = (
-                f"undo timed out after {format_duration(step.timeout)}"
-                if scope.expired()
-                else describe(err)
-            )
-        except Exception as err:  # an undo failure is recorded; rollback goes on
-            kind, error = classify(err), describe(err)
-            if isinstance(err, PermanentError):
-                kind = ErrorKind.PERMANENT
-        else:
-            entry.result, entry.error, entry.finished = UndoResult.UNDONE, None, clock.now()
-            return
-        entry.error = error
-        if kind != ErrorKind.PERMANENT and entry.attempts <= step.retry.limit:
-            await clock.sleep(backoff_delay(step.retry, entry.attempts, rng))
-            continue
-        entry.result, entry.finished = UndoResult.FAILED, clock.now()
+
+    async def once(number: int) -> None:
+        entry.attempts = number
+        ctx = StepContext(record.run_id, record.workflow, number)
+        entry.note = await timed(lambda: actions.undo(step, captured, ctx), step.timeout, "undo")
+
+    def failed(number: int, failure: Exception, delay: float) -> None:
+        entry.error = str(failure)
+
+    try:  # an undo failure is recorded; rollback goes on
+        await with_retries(once, step.retry, clock, rng, failed)
+    except AttemptFailed as failure:
+        entry.result, entry.error, entry.finished = UndoResult.FAILED, failure.error, clock.now()
         return
+    entry.result, entry.error, entry.finished = UndoResult.UNDONE, None, clock.now()
 
 
 def _mark_unfinished(

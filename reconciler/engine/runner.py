@@ -12,10 +12,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from reconciler.engine.attempt import backoff_delay
+from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
-from reconciler.engine.errors import PermanentError, classify, describe
+from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Actions, StepContext
 from reconciler.engine.record import (
     Attempt,
@@ -304,57 +304,49 @@ class _Run:
             self._started.add(name)
             self.record.execution_order.append(name)
         await self._emit("step", rec.phase, name)
-        number = 0
-        while True:
-            number += 1
+
+        async def once(number: int) -> None:
+            rec.phase = StepPhase.RUNNING
             attempt = Attempt(number=number, started=self.now())
             rec.attempts.append(attempt)
             ctx = StepContext(self.record.run_id, self.record.workflow, number)
             try:
-                async with asyncio.timeout(step.timeout) as scope:
-                    rec.result = await self._attempt(step, rec, ctx)
-            except TimeoutError as err:
-                expired = scope.expired()
-                kind = ErrorKind.TIMEOUT if expired else ErrorKind.TRANSIENT
-                error = (
-                    f"attempt timed out after {format_duration(step.timeout)}"
-                    + (f" waiting for {ctx.waiting_for}" if ctx.waiting_for else "")
-                    if expired
-                    else describe(err)
+                rec.result = await timed(
+                    lambda: self._attempt(step, rec, ctx),
+                    step.timeout,
+                    "attempt",
+                    lambda: ctx.waiting_for,
                 )
+            except AttemptFailed as failure:
+                attempt.finished, attempt.error = self.now(), failure.error
+                attempt.error_kind = failure.kind
+                raise
             except asyncio.CancelledError:
-                attempt.finished, attempt.error, attempt.error_kind = (
-                    self.now(),
-                    "cancelled",
-                    ErrorKind.CANCELLED,
-                )
-                rec.phase, rec.finished, rec.message = (
-                    StepPhase.CANCELLED,
-                    self.now(),
-                    "cancelled while running",
-                )
+                attempt.finished, attempt.error = self.now(), "cancelled"
+                attempt.error_kind = ErrorKind.CANCELLED
+                rec.phase, rec.finished = StepPhase.CANCELLED, self.now()
+                rec.message = "cancelled while running"
                 await self._emit("step", rec.phase, name)
                 raise
-            except Exception as err:  # classified below; nothing escapes a step unrecorded
-                kind, error = classify(err), describe(err)
-            else:
-                attempt.finished = self.now()
-                rec.phase, rec.finished, rec.message = StepPhase.SUCCEEDED, self.now(), None
-                await self._emit("step", rec.phase, name)
-                return
-            attempt.finished, attempt.error, attempt.error_kind = self.now(), error, kind
-            if kind != ErrorKind.PERMANENT and number <= step.retry.limit:
-                delay = backoff_delay(step.retry, number, self.engine.rng)
-                rec.phase = StepPhase.RETRYING
-                rec.message = f"attempt {number} failed ({error}); retrying in {delay:.1f}s"
-                await self._emit("step", rec.phase, name)
-                await self.engine.clock.sleep(delay)
-                rec.phase = StepPhase.RUNNING
-                continue
+            attempt.finished = self.now()
+
+        async def retrying(number: int, failure: Exception, delay: float) -> None:
+            rec.phase = StepPhase.RETRYING
+            rec.message = f"attempt {number} failed ({failure}); retrying in {delay:.1f}s"
+            await self._emit("step", rec.phase, name)
+
+        try:
+            await with_retries(once, step.retry, self.engine.clock, self.engine.rng, retrying)
+        except AttemptFailed as failure:
+            number = len(rec.attempts)
             rec.phase, rec.finished = StepPhase.FAILED, self.now()
-            rec.message = error if number == 1 else f"{error} (after {number} attempts)"
+            rec.message = (
+                failure.error if number == 1 else f"{failure.error} (after {number} attempts)"
+            )
             await self._emit("step", rec.phase, name)
             return
+        rec.phase, rec.finished, rec.message = StepPhase.SUCCEEDED, self.now(), None
+        await self._emit("step", rec.phase, name)
 
     async def _attempt(
         self, step: StepBase, rec: StepRecord, ctx: StepContext
