@@ -13,7 +13,8 @@ from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Conflict
 from reconciler.kube.paths import ns_path
-from reconciler.manifest.schema import JobSpec, StepBase
+from reconciler.manifest.params import JobSpec
+from reconciler.manifest.schema import StepBase
 
 LOG_LINES = 20
 

@@ -11,7 +11,8 @@ from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Forbidden, NotFound, TooManyRequests
 from reconciler.kube.paths import cluster_path, ns_path
-from reconciler.manifest.schema import DrainParams, StepBase
+from reconciler.manifest.params import DrainParams
+from reconciler.manifest.schema import StepBase
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 EVICTION_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=10.0)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import DEFAULT_NAMESPACE
-from reconciler.gitops.git import GIT_TIMEOUT, Credentials
+from reconciler.gitops.credentials import Credentials
+from reconciler.gitops.git import GIT_TIMEOUT
 from reconciler.kube.origin import process_identity
 from reconciler.manifest.policy import Policy
 

@@ -19,7 +19,8 @@ from reconciler.formats import reports
 from reconciler.formats.execution import execution_path
 from reconciler.formats.run_record import recorded_runs
 from reconciler.gitops.desired import ManifestCache
-from reconciler.gitops.git import GitError, GitRepo, TreeEntry
+from reconciler.gitops.git import GitError, GitRepo
+from reconciler.gitops.plumbing import TreeEntry
 from reconciler.gitops.recordwriter import RecordWriter
 from reconciler.gitops.signatures import SignatureJudge
 from reconciler.kube.client import Kube

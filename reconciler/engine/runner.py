@@ -12,14 +12,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
-from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Actions, StepContext
+from reconciler.engine.interface import Actions
 from reconciler.engine.record import (
-    Attempt,
-    ErrorKind,
     RunPhase,
     RunRecord,
     StepPhase,
@@ -27,7 +23,8 @@ from reconciler.engine.record import (
     Transition,
 )
 from reconciler.engine.rollback import plan_rollback, run_rollback
-from reconciler.engine.slots import PrioritySlots
+from reconciler.engine.slots import PrioritySlots, RunTickets
+from reconciler.engine.step import run_step
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.schema import StepBase, Workflow
@@ -146,7 +143,7 @@ class _Run:
     def now(self) -> float:
         return self.engine.clock.now()
 
-    async def _emit(self, scope: str, phase: str, step: str | None = None) -> None:
+    async def emit(self, scope: str, phase: str, step: str | None = None) -> None:
         if self.hook is not None:
             await self.hook(self.record, Transition(scope, phase, step))
 
@@ -157,12 +154,12 @@ class _Run:
         if record.phase == RunPhase.ROLLING_BACK:  # resumed mid-rollback: finish the rollback
             await self._finish_failed(record.reason or "StepFailed")
             record.finished = self.now()
-            await self._emit("run", record.phase)
+            await self.emit("run", record.phase)
             return record
         if record.started is None:
             record.started = self.now()
         record.phase = RunPhase.RUNNING
-        await self._emit("run", record.phase)
+        await self.emit("run", record.phase)
         stop_reason, stop_message = await self._run_steps()
         for step in record.steps.values():
             if step.phase == StepPhase.PENDING:
@@ -174,7 +171,7 @@ class _Run:
             record.reason, record.message = stop_reason, stop_message
             await self._finish_failed(stop_reason)
         record.finished = self.now()
-        await self._emit("run", record.phase)
+        await self.emit("run", record.phase)
         return record
 
     async def _finish_failed(self, reason: str) -> None:
@@ -182,7 +179,7 @@ class _Run:
         to_undo = plan_rollback(record)
         if policy.on_failure and to_undo:
             record.phase = RunPhase.ROLLING_BACK
-            await self._emit("run", record.phase)
+            await self.emit("run", record.phase)
             complete = await run_rollback(
                 record=record,
                 steps=self.steps,
@@ -191,7 +188,7 @@ class _Run:
                 reason=reason,
                 clock=self.engine.clock,
                 rng=self.engine.rng,
-                emit=self._emit,
+                emit=self.emit,
             )
             record.phase = RunPhase.ROLLED_BACK if complete else RunPhase.PARTIALLY_ROLLED_BACK
             return
@@ -225,24 +222,14 @@ class _Run:
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
         reason: str | None = None
         message: str | None = None
-        slots = self.engine.slots
-        tickets: dict[str, asyncio.Future[None]] = {}  # global slots, held or awaited
-        finished_steps: list[str] = []
+        tickets = RunTickets(self.engine.slots)  # the global step limit
         try:
             while True:
                 while reason is None and queue.has_ready() and len(running) < limit:
                     name = queue.pop()
-                    ticket = None
-                    if slots is not None:
-                        ticket = tickets[name] = slots.enqueue(self.dag.priority[name])
+                    ticket = tickets.take(name, self.dag.priority[name])
                     running[asyncio.create_task(self._run_step(name, ticket), name=name)] = name
-                # Finished steps give their global slots back only now, after the steps
-                # they unblocked have queued: a chain's next step competes for the slot its
-                # parent frees instead of finding it taken by whoever was already waiting.
-                for name in finished_steps:
-                    if slots is not None and name in tickets:
-                        slots.free(tickets.pop(name))
-                finished_steps.clear()
+                tickets.give_back_finished()  # only now: see RunTickets
                 if not running:
                     break
                 waiters: set[asyncio.Future[Any]] = set(running)
@@ -264,7 +251,7 @@ class _Run:
                     break
                 for task in done:
                     name = running.pop(task)  # type: ignore[arg-type]
-                    finished_steps.append(name)
+                    tickets.finished(name)
                     task.result()  # a hook or engine bug surfaces here, loudly
                     step = self.record.steps[name]
                     if step.phase == StepPhase.SUCCEEDED or step.continue_on_failure:
@@ -275,16 +262,7 @@ class _Run:
         finally:
             if cancel_wait is not None:
                 cancel_wait.cancel()
-            # Every slot goes back when its step's task ends, bound now: the await below can
-            # itself be cancelled (shutdown), and a slot freed by nobody is lost for good.
-            task_of = {name: task for task, name in running.items()}
-            for name, ticket in tickets.items():
-                task = task_of.get(name)
-                if task is None or task.done():
-                    slots.free(ticket)  # type: ignore[union-attr]
-                else:
-                    task.add_done_callback(lambda _, t=ticket: slots.free(t))  # type: ignore[union-attr]
-            tickets.clear()
+            tickets.give_back_all({name: task for task, name in running.items()})
             await _cancel_all(running)  # only non-empty if we ourselves were cancelled
         return reason, message
 
@@ -296,79 +274,22 @@ class _Run:
         await self._run_step_holding_slot(name)
 
     async def _run_step_holding_slot(self, name: str) -> None:
-        step, rec = self.steps[name], self.record.steps[name]
+        rec = self.record.steps[name]
         rec.phase = StepPhase.RUNNING
         if rec.started is None:
             rec.started = self.now()
         if name not in self._started:
             self._started.add(name)
             self.record.execution_order.append(name)
-        await self._emit("step", rec.phase, name)
-
-        async def once(number: int) -> None:
-            rec.phase = StepPhase.RUNNING
-            attempt = Attempt(number=number, started=self.now())
-            rec.attempts.append(attempt)
-            ctx = StepContext(self.record.run_id, self.record.workflow, number)
-            try:
-                rec.result = await timed(
-                    lambda: self._attempt(step, rec, ctx),
-                    step.timeout,
-                    "attempt",
-                    lambda: ctx.waiting_for,
-                )
-            except AttemptFailed as failure:
-                attempt.finished, attempt.error = self.now(), failure.error
-                attempt.error_kind = failure.kind
-                raise
-            except asyncio.CancelledError:
-                attempt.finished, attempt.error = self.now(), "cancelled"
-                attempt.error_kind = ErrorKind.CANCELLED
-                rec.phase, rec.finished = StepPhase.CANCELLED, self.now()
-                rec.message = "cancelled while running"
-                await self._emit("step", rec.phase, name)
-                raise
-            attempt.finished = self.now()
-
-        async def retrying(number: int, failure: Exception, delay: float) -> None:
-            rec.phase = StepPhase.RETRYING
-            rec.message = f"attempt {number} failed ({failure}); retrying in {delay:.1f}s"
-            await self._emit("step", rec.phase, name)
-
-        try:
-            await with_retries(once, step.retry, self.engine.clock, self.engine.rng, retrying)
-        except AttemptFailed as failure:
-            number = len(rec.attempts)
-            rec.phase, rec.finished = StepPhase.FAILED, self.now()
-            rec.message = (
-                failure.error if number == 1 else f"{failure.error} (after {number} attempts)"
-            )
-            await self._emit("step", rec.phase, name)
-            return
-        rec.phase, rec.finished, rec.message = StepPhase.SUCCEEDED, self.now(), None
-        await self._emit("step", rec.phase, name)
-
-    async def _attempt(
-        self, step: StepBase, rec: StepRecord, ctx: StepContext
-    ) -> dict[str, Any] | None:
-        actions = self.actions
-        if rec.captured is None:
-            # Captured once, before the first change, and made durable (hook) before apply:
-            # a retry must not re-capture a state the step itself already changed.
-            rec.captured = await actions.capture(step, ctx)
-            await self._emit("step", "Captured", step.name)
-        was_changed, rec.changed = rec.changed, True
-        try:
-            result = await actions.apply(step, rec.captured, ctx)
-        except PermanentError as err:
-            # Refused before changing anything: nothing for rollback to undo.
-            if not err.changed:
-                rec.changed = was_changed
-            raise
-        waited = await actions.wait(step, rec.captured, ctx)
-        if result or waited:
-            return {**(result or {}), **(waited or {})}
-        return None
+        await self.emit("step", rec.phase, name)
+        await run_step(
+            self.steps[name],
+            self.record,
+            self.actions,
+            self.engine.clock,
+            self.engine.rng,
+            self.emit,
+        )
 
 
 async def _cancel_all(running: dict[asyncio.Task[None], str]) -> None:

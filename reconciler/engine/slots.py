@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Mapping
 
 MAX_WAIT = 60.0  # seconds a step may be passed over by higher priorities
 
@@ -67,3 +68,44 @@ class PrioritySlots:
                 ticket.set_result(None)  # the slot passes straight to the best waiter
                 return
         self._free += 1
+
+
+class RunTickets:
+    """One run's tickets for the global step limit (None: no limit), by step name."""
+
+    def __init__(self, slots: PrioritySlots | None) -> None:
+        self.slots = slots
+        self.held: dict[str, asyncio.Future[None]] = {}  # held, or waited for
+        self.done: list[str] = []
+
+    def take(self, name: str, priority: float) -> asyncio.Future[None] | None:
+        if self.slots is None:
+            return None
+        ticket = self.held[name] = self.slots.enqueue(priority)
+        return ticket
+
+    def finished(self, name: str) -> None:
+        self.done.append(name)
+
+    def give_back_finished(self) -> None:
+        """Finished steps give their slots back only after the steps they unblocked have
+        queued: a chain's next step competes for the slot its parent frees instead of
+        finding it taken by whoever was already waiting."""
+        for name in self.done:
+            if self.slots is not None and name in self.held:
+                self.slots.free(self.held.pop(name))
+        self.done.clear()
+
+    def give_back_all(self, running: Mapping[str, asyncio.Task[None]]) -> None:
+        """Every slot goes back when its step's task ends, bound now: the caller's next
+        await can itself be cancelled (shutdown), and a slot freed by nobody is lost."""
+        slots = self.slots
+        if slots is None:
+            return
+        for name, ticket in self.held.items():
+            task = running.get(name)
+            if task is None or task.done():
+                slots.free(ticket)
+            else:
+                task.add_done_callback(lambda _, t=ticket: slots.free(t))
+        self.held.clear()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from reconciler.gitops.git import GitRepo, TreeEntry
+from reconciler.gitops.git import GitRepo
+from reconciler.gitops.plumbing import TreeEntry
 from reconciler.manifest import yamlsource
 from reconciler.manifest.errors import ManifestIssue
 from reconciler.manifest.loader import YAML_SUFFIXES, LoadResult, load_text, reject_duplicate_names

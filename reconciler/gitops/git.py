@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.attempt import Backoff, attempt
+from reconciler.gitops.credentials import Credentials, git_environment
+from reconciler.gitops.plumbing import TreeEntry, parse_cat_file_batch, parse_ls_tree
 
 log = logging.getLogger(__name__)
 GIT_TIMEOUT = 120.0
@@ -46,24 +48,6 @@ def is_transient(err: Exception) -> bool:
     return isinstance(err, GitError) and err.transient
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Files as a mounted Secret provides them; their contents are never logged."""
-
-    ssh_key: Path | None = None
-    known_hosts: Path | None = None
-    token_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class TreeEntry:
-    mode: str  # 100644 file, 100755 executable, 120000 symlink
-    kind: str  # blob | tree | commit
-    sha: str
-    size: int  # bytes, known before reading the blob
-    path: str
-
-
 @dataclass
 class GitRepo:
     url: str
@@ -74,52 +58,13 @@ class GitRepo:
     author_email: str = "reconciler@localhost"
     signing_key: Path | None = None  # SSH key to sign record commits with
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
-    _askpass: Path | None = field(default=None, repr=False)
 
     @property
     def remote_ref(self) -> str:
         return f"refs/remotes/origin/{self.branch}"
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-        env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
-        creds = self.credentials
-        if creds.ssh_key is not None:
-            parts = [
-                "ssh",
-                "-i",
-                str(creds.ssh_key),
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-            ]
-            if creds.known_hosts is not None:
-                parts += [
-                    "-o",
-                    f"UserKnownHostsFile={creds.known_hosts}",
-                    "-o",
-                    "StrictHostKeyChecking=yes",
-                ]
-            env["GIT_SSH_COMMAND"] = " ".join(parts)
-        if creds.token_file is not None:
-            env["GIT_ASKPASS"] = str(self._askpass_script())
-            env["RECONCILER_TOKEN_FILE"] = str(creds.token_file)
-        return env
-
-    def _askpass_script(self) -> Path:
-        # The token is read from its file by git's askpass hook, so it never appears in a
-        # command line, an environment dump or a log.
-        if self._askpass is None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            script = self.workdir / "askpass.sh"
-            script.write_text(
-                '#!/bin/sh\ncase "$1" in\n  Username*) echo x-access-token ;;\n'
-                '  *) cat "$RECONCILER_TOKEN_FILE" ;;\nesac\n'
-            )
-            script.chmod(0o700)
-            self._askpass = script
-        return self._askpass
+        return git_environment(self.credentials, self.workdir)
 
     async def git(
         self,
@@ -212,31 +157,16 @@ class GitRepo:
     async def ls_tree(self, commit: str, path: str) -> list[TreeEntry]:
         folder = path.rstrip("/") + "/"
         out = await self.git("ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", folder)
-        entries = []
-        for item in out.split(b"\0"):
-            if not item:
-                continue
-            meta, _, raw_name = item.partition(b"\t")
-            mode, kind, sha, size = meta.decode().split()
-            name = raw_name.decode("utf-8", errors="surrogateescape")
-            entries.append(TreeEntry(mode, kind, sha, int(size) if size.isdigit() else 0, name))
-        return entries
+        return parse_ls_tree(out)
 
     async def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
         """Many blobs in one `cat-file --batch` process that exits when its input ends."""
         if not shas:
             return {}
         out = await self.git("cat-file", "--batch", stdin="".join(f"{s}\n" for s in shas).encode())
-        blobs: dict[str, bytes] = {}
-        pos = 0
-        for sha in shas:
-            header_end = out.index(b"\n", pos)
-            header = out[pos:header_end].split()
-            if len(header) < 3 or header[1] == b"missing":
-                raise GitError(f"git object {sha} missing", transient=False)
-            size = int(header[2])
-            blobs[sha] = out[header_end + 1 : header_end + 1 + size]
-            pos = header_end + 1 + size + 1
+        blobs, missing = parse_cat_file_batch(out, shas)
+        if missing:
+            raise GitError(f"git object {missing[0]} missing", transient=False)
         return blobs
 
     async def commit_files(

@@ -1,4 +1,5 @@
-"""Typed models of the Workflow kind (DESIGN.md §3). Unknown fields are errors, never ignored.
+"""Typed models of the Workflow kind (docs/architecture.md; the fields are manifest/fields.py,
+each action's params manifest/params.py). Unknown fields are errors, never ignored.
 
 Field names are camelCase in YAML (as in every Kubernetes manifest) and snake_case in Python;
 only the camelCase spelling is accepted from files, so a snake_case typo is reported, not
@@ -7,102 +8,26 @@ silently dropped.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    WithJsonSchema,
+from pydantic import Field
+
+from reconciler.manifest.fields import Duration, Model, Name, ObjectName
+from reconciler.manifest.params import (
+    ApplyParams,
+    ConfigMapParams,
+    CustomParams,
+    DeletePodParams,
+    DrainParams,
+    NoParams,
+    ScaleParams,
+    SecretParams,
+    UpdateImageParams,
 )
-from pydantic.alias_generators import to_camel
-
-from reconciler.manifest.durations import DURATION_PATTERN, format_duration, parse_duration
 
 API_VERSION = "reconciler.dev/v1alpha1"
 KIND = "Workflow"
 RUN_ANNOTATION = "reconciler.dev/run"
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-
-
-def _dns_label(value: str) -> str:
-    # Names become object names, label values and file names under runs/: the DNS-1123
-    # label rule is what makes `../` or `/` impossible there.
-    if len(value) > 63 or not _DNS1123_LABEL.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: use at most 63 lowercase letters, digits and '-',"
-            " starting and ending with a letter or digit (DNS-1123 label)"
-        )
-    return value
-
-
-def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid Kubernetes object name: lowercase letters, digits, '-'"
-            " and '.', starting and ending with a letter or digit (DNS-1123 subdomain)"
-        )
-    return value
-
-
-def _config_key(value: str) -> str:
-    if len(value) > 253 or not _CONFIG_KEY.match(value):
-        raise ValueError(f"{value!r} is not a valid ConfigMap/Secret key (letters, digits, -._)")
-    return value
-
-
-def _non_blank(value: str) -> str:
-    if not value.strip() or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} must be non-empty and contain no whitespace")
-    return value
-
-
-Name = Annotated[
-    str,
-    AfterValidator(_dns_label),
-    WithJsonSchema({"type": "string", "pattern": _DNS1123_LABEL.pattern, "maxLength": 63}),
-]
-ObjectName = Annotated[
-    str,
-    AfterValidator(_dns_subdomain),
-    WithJsonSchema({"type": "string", "pattern": _DNS1123_SUBDOMAIN.pattern, "maxLength": 253}),
-]
-ConfigKey = Annotated[
-    str,
-    AfterValidator(_config_key),
-    WithJsonSchema({"type": "string", "pattern": _CONFIG_KEY.pattern}),
-]
-Token = Annotated[str, AfterValidator(_non_blank)]
-# Held as seconds (so `5m` and `300s` are the same content); serialised as the canonical
-# Go-style string, so a dumped workflow validates again (checkpoints are re-read on resume).
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "5m"]}),
-]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        alias_generator=to_camel,
-        validate_by_alias=True,
-        validate_by_name=False,
-        serialize_by_alias=True,
-    )
-
 
 # ----------------------------------------------------------------------------- policies
 
@@ -124,72 +49,6 @@ class RollbackPolicy(Model):
 class Target(Model):
     namespace: Name | None = None
     name: ObjectName | None = None
-
-
-# ----------------------------------------------------------------------------- params
-
-
-class NoParams(Model):
-    pass
-
-
-class ScaleParams(Model):
-    replicas: int = Field(ge=0, le=100_000)
-
-
-class UpdateImageParams(Model):
-    container: Name
-    image: Token
-
-
-class DeletePodParams(Model):
-    selector: str | None = Field(None, description="label selector; instead of target.name")
-    grace_period: int | None = Field(None, ge=0, description="seconds; default: the pod's own")
-
-
-class DrainParams(Model):
-    """Like `kubectl drain`: the same refusals unless the matching flag is set."""
-
-    ignore_daemon_sets: bool = True
-    delete_empty_dir_data: bool = False
-    force: bool = Field(False, description="also evict pods no controller will recreate")
-    grace_period: int | None = Field(None, ge=0, description="seconds; default: the pod's own")
-
-
-class ConfigMapParams(Model):
-    data: dict[ConfigKey, str] = Field(min_length=1)
-    mode: Literal["merge", "replace"] = "merge"
-
-
-class SecretRef(Model):
-    name: ObjectName
-    keys: list[ConfigKey] | None = Field(None, description="default: every key")
-
-
-class SecretParams(Model):
-    """Values come inline (`data`) or, so they never live in git, from another Secret."""
-
-    data: dict[ConfigKey, str] | None = Field(None, min_length=1)
-    from_secret: SecretRef | None = None
-    mode: Literal["merge", "replace"] = "merge"
-
-
-class ApplyParams(Model):
-    manifest: dict[str, Any] = Field(description="one Kubernetes object, applied server-side")
-
-
-class JobSpec(Model):
-    image: Token
-    command: list[str] = Field(default_factory=list)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    service_account_name: Name | None = None
-    backoff_limit: int = Field(0, ge=0, le=20)
-    ttl_seconds_after_finished: int | None = Field(None, ge=0)
-
-
-class CustomParams(JobSpec):
-    rollback: JobSpec | None = Field(None, description="Job that undoes this step, if any")
 
 
 # ----------------------------------------------------------------------------- steps

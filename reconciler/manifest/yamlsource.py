@@ -95,6 +95,13 @@ def parse_documents(text: str) -> Iterator[Document]:
         raise YamlProblem(f"nesting is deeper than {MAX_DEPTH} levels") from None
     except YAMLError as err:
         raise YamlProblem(f"YAML: {str(err).strip().splitlines()[0]}") from None
+    except (IndexError, ValueError, TypeError) as err:
+        # ruamel.yaml's own constructors crash on a few scalars it resolves as numbers
+        # (`+_` is an int to its resolver, and an empty one to its constructor)
+        raise YamlProblem(
+            f"YAML: a value the parser cannot read ({type(err).__name__}); quote unusual"
+            " scalars such as `+_`"
+        ) from None
 
 
 _LINE_PREFIX = re.compile(r"^[ \t]*(?:[-?:][ \t]+)*", re.MULTILINE)

@@ -18,7 +18,7 @@ from reconciler.actions.errors import engine_error
 from reconciler.actions.nodes import pods_to_evict
 from reconciler.engine.errors import PermanentError, TransientError
 from reconciler.kube import errors
-from reconciler.manifest.schema import DrainParams
+from reconciler.manifest.params import DrainParams
 
 
 def deploy(generation=2, observed=2, want=3, updated=3, replicas=3, available=3, conditions=()):

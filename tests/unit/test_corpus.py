@@ -39,3 +39,12 @@ def test_each_broken_manifest_gets_a_clear_error(name: str) -> None:
 def test_corpus_is_covered() -> None:
     assert {p.name for p in CORPUS.glob("*.yaml")} == set(EXPECTED)
     assert not Path("/tmp/pwned").exists()
+
+
+def test_a_scalar_ruamel_cannot_construct_is_an_error_not_a_crash() -> None:
+    """Found by test_fuzz: ruamel.yaml resolves `+_` as an int and then fails to build it."""
+    from reconciler.manifest.loader import load_text
+
+    result = load_text(b"+_", "odd.yaml")
+    (issue,) = result.issues
+    assert issue.file == "odd.yaml" and "quote unusual scalars" in issue.message

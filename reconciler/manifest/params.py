@@ -1,0 +1,72 @@
+"""The `params` of each action, as typed models (reference: docs/reference.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reconciler.manifest.fields import ConfigKey, Model, Name, ObjectName, Token
+
+
+class NoParams(Model):
+    pass
+
+
+class ScaleParams(Model):
+    replicas: int = Field(ge=0, le=100_000)
+
+
+class UpdateImageParams(Model):
+    container: Name
+    image: Token
+
+
+class DeletePodParams(Model):
+    selector: str | None = Field(None, description="label selector; instead of target.name")
+    grace_period: int | None = Field(None, ge=0, description="seconds; default: the pod's own")
+
+
+class DrainParams(Model):
+    """Like `kubectl drain`: the same refusals unless the matching flag is set."""
+
+    ignore_daemon_sets: bool = True
+    delete_empty_dir_data: bool = False
+    force: bool = Field(False, description="also evict pods no controller will recreate")
+    grace_period: int | None = Field(None, ge=0, description="seconds; default: the pod's own")
+
+
+class ConfigMapParams(Model):
+    data: dict[ConfigKey, str] = Field(min_length=1)
+    mode: Literal["merge", "replace"] = "merge"
+
+
+class SecretRef(Model):
+    name: ObjectName
+    keys: list[ConfigKey] | None = Field(None, description="default: every key")
+
+
+class SecretParams(Model):
+    """Values come inline (`data`) or, so they never live in git, from another Secret."""
+
+    data: dict[ConfigKey, str] | None = Field(None, min_length=1)
+    from_secret: SecretRef | None = None
+    mode: Literal["merge", "replace"] = "merge"
+
+
+class ApplyParams(Model):
+    manifest: dict[str, Any] = Field(description="one Kubernetes object, applied server-side")
+
+
+class JobSpec(Model):
+    image: Token
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    service_account_name: Name | None = None
+    backoff_limit: int = Field(0, ge=0, le=20)
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+
+
+class CustomParams(JobSpec):
+    rollback: JobSpec | None = Field(None, description="Job that undoes this step, if any")
