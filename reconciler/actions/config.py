@@ -8,6 +8,7 @@ WorkflowExecution, so deleting the run deletes them too.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,22 @@ def undo_target(original: dict[str, str], new_keys: list[str], mode: str) -> Dat
     return DataTarget({k: original.get(k) for k in new_keys}, exact=False)
 
 
+async def wait_for_data(
+    kube: Kube,
+    what: str,
+    read: Callable[[], Awaitable[dict[str, str]]],
+    target: DataTarget,
+    ctx: StepContext,
+) -> None:
+    """Until the object's data (as `read` returns it) has reached `target`."""
+
+    async def check() -> str | None:
+        return None if target.reached(await read()) else f"{what} data"
+
+    if not kube.dry_run:
+        await poll(check, lambda w: setattr(ctx, "waiting_for", w))
+
+
 class UpdateConfigMap(Action):
     name = "UpdateConfigMap"
 
@@ -88,19 +105,10 @@ class UpdateConfigMap(Action):
         current = await self._data(kube, step)
         await kube.merge_patch(what, path, self._target(step).patch(current))
 
-    async def _wait_for(
-        self, kube: Kube, step: StepBase, target: DataTarget, ctx: StepContext
-    ) -> None:
-        what, _ = self._where(step)
-
-        async def check() -> str | None:
-            return None if target.reached(await self._data(kube, step)) else f"{what} data"
-
-        if not kube.dry_run:
-            await poll(check, lambda w: setattr(ctx, "waiting_for", w))
-
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        await self._wait_for(kube, step, self._target(step), ctx)
+        await wait_for_data(
+            kube, self._where(step)[0], lambda: self._data(kube, step), self._target(step), ctx
+        )
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
@@ -110,7 +118,7 @@ class UpdateConfigMap(Action):
         target = undo_target(captured["data"], list(params.data), params.mode)
         current = await self._data(kube, step)
         await kube.merge_patch(what, path, target.patch(current))
-        await self._wait_for(kube, step, target, ctx)
+        await wait_for_data(kube, self._where(step)[0], lambda: self._data(kube, step), target, ctx)
 
 
 class UpdateSecret(Action):
@@ -202,21 +210,16 @@ class UpdateSecret(Action):
             "mode": step.params.mode,  # type: ignore[attr-defined]
         }
 
-    async def _wait_digests(
-        self, kube: Kube, step: StepBase, target: DataTarget, ctx: StepContext
-    ) -> None:
-        what, _ = self._where(step)
-
-        async def check() -> str | None:
-            return None if target.reached(await self._data(kube, step)) else f"{what} data"
-
-        if not kube.dry_run:
-            await poll(check, lambda w: setattr(ctx, "waiting_for", w))
-
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         if kube.dry_run:
             return
-        await self._wait_digests(kube, step, await self._target(kube, step, captured), ctx)
+        await wait_for_data(
+            kube,
+            self._where(step)[0],
+            lambda: self._data(kube, step),
+            await self._target(kube, step, captured),
+            ctx,
+        )
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
@@ -227,4 +230,4 @@ class UpdateSecret(Action):
         target = undo_target(original, new_keys, step.params.mode)  # type: ignore[attr-defined]
         current = await self._data(kube, step)
         await kube.merge_patch(what, path, target.patch(current))
-        await self._wait_digests(kube, step, target, ctx)
+        await wait_for_data(kube, self._where(step)[0], lambda: self._data(kube, step), target, ctx)

@@ -7,10 +7,17 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.manifest.loader import LoadResult
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
+
+
+class Subcommands(Protocol):
+    """What a command registers itself with (argparse's subparsers)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def policy_of(args: argparse.Namespace) -> Policy:

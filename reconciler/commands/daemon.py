@@ -9,13 +9,13 @@ import os
 import sys
 
 from reconciler import DEFAULT_NAMESPACE
-from reconciler.commands.common import add_policy_flags, policy_of
+from reconciler.commands.common import Subcommands, add_policy_flags, policy_of
 from reconciler.daemon.config import add_arguments, from_arguments
 
 log = logging.getLogger("reconciler.daemon")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("daemon", help="watch a git repository and run what is new or changed")
     env = os.environ
     add_arguments(p, env)

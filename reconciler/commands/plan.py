@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from reconciler.commands.common import (
+    Subcommands,
     add_cluster_flags,
     add_policy_flags,
     policy_of,
@@ -17,7 +18,7 @@ from reconciler.engine.plan import plan_workflow, render_text
 from reconciler.manifest.loader import load_paths
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--format", choices=("text", "json"), default="text")

@@ -8,10 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reconciler.commands.common import add_cluster_flags
+from reconciler.commands.common import Subcommands, add_cluster_flags
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "rollback", help="undo a finished run from its checkpoint; record the result"
     )

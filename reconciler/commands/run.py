@@ -12,6 +12,7 @@ from reconciler import DEFAULT_NAMESPACE
 from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.cluster.run import AlreadyRun, run_in_cluster
 from reconciler.commands.common import (
+    Subcommands,
     add_cluster_flags,
     add_policy_flags,
     policy_of,
@@ -77,7 +78,7 @@ def run_once(
         kube.api.close()
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument(

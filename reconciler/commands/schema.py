@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from reconciler.commands.common import Subcommands
 from reconciler.manifest.jsonschema import workflow_schema_json
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("schema", help="print the Workflow JSON Schema")
     p.set_defaults(func=main)
 

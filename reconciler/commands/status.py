@@ -10,11 +10,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.commands.common import Subcommands
 from reconciler.formats.run_record import latest_per_workflow, parse_record, recorded_runs
 from reconciler.gitops.git import GitError, GitRepo
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("status", help="latest run of each workflow, from the records in git")
     p.add_argument("--repo", required=True)
     p.add_argument("--branch", default="main")

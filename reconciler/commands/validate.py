@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from reconciler.commands.common import add_policy_flags, policy_of, print_issues
+from reconciler.commands.common import Subcommands, add_policy_flags, policy_of, print_issues
 from reconciler.manifest.loader import load_paths
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("validate", help="check workflow files; errors as path:line:col")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add_policy_flags(p)

@@ -128,6 +128,22 @@ class Kube:
         accept: str | None = None,
     ) -> dict[str, Any]:
         """One blocking request, no retries, the client's own exceptions (see `call`)."""
+        raw = self._send(method, path, body, query, content_type, accept)
+        return json.loads(raw) if raw else {}
+
+    def raw(self, method: str, path: str, query: dict[str, Any] | None = None) -> str:
+        """A request whose answer is text, not JSON (pod logs)."""
+        return self._send(method, path, None, query, None, "*/*")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: dict[str, Any] | None,
+        content_type: str | None,
+        accept: str | None,
+    ) -> str:
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         response = self.dynamic.request(
             method,
@@ -139,21 +155,8 @@ class Kube:
             _request_timeout=REQUEST_TIMEOUT,
             **({"header_params": {"Accept": accept}} if accept else {}),
         )
-        raw = response.data.decode("utf-8") if hasattr(response, "data") else response
-        return json.loads(raw) if raw else {}
-
-    def raw(self, method: str, path: str, query: dict[str, Any] | None = None) -> str:
-        """A request whose answer is text, not JSON (pod logs)."""
-        params = [(k, v) for k, v in (query or {}).items() if v is not None]
-        response = self.dynamic.request(
-            method,
-            path,
-            query_params=params,
-            serialize=False,
-            header_params={"Accept": "*/*"},
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        return response.data.decode("utf-8", errors="replace")
+        data = response.data if hasattr(response, "data") else response
+        return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
 
     async def get(
         self, what: str, path: str, query: dict[str, Any] | None = None

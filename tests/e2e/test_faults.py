@@ -301,3 +301,64 @@ def _relax(policy, namespace: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed process whose parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+HANG_DAEMON_PUSHES = (
+    "#!/bin/sh\nwhile read old new ref; do\n"
+    '  if [ "$(git log -1 --format=%an $new)" = reconciler ]; then\n'
+    "    echo $$ >> {pids}\n"
+    "    while [ -e {gate} ]; do sleep 0.2; done\n"
+    "  fi\ndone\nexit 0\n"
+)
+
+
+def test_a_hung_remote_makes_the_daemon_unready_and_its_records_arrive_once_it_answers(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """The remote takes the daemon's pushes and never answers (a pre-receive hook that
+    hangs). The run goes on; each push is killed at --git-timeout (its whole process group,
+    the hook included) and tried again; /readyz is 503 and says why; the daemon stays up.
+    Once the remote answers, both records arrive, once each."""
+    deployment(api, namespace, "web", replicas=1)
+    gate, pids = tmp_path / "hang", tmp_path / "hook-pids"
+    gate.touch()
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(HANG_DAEMON_PUSHES.format(gate=gate, pids=pids))
+    hook.chmod(0o755)
+    daemon = Daemon(
+        str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "2", "--git-timeout", "3"
+    ).start()
+    daemons.append(daemon)
+    name = f"hung-{namespace[-8:]}"
+    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
+    remote.commit_all("a run while the remote hangs")
+    wait_for(
+        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "the run happened"
+    )
+    wait_for(lambda: daemon.get("/readyz")[0] == 503, 30, "not ready while pushes hang")
+    status, why = daemon.get("/readyz")
+    assert status == 503 and "records cannot be pushed" in why and "no answer within 3s" in why
+    wait_for(lambda: push_retries(daemon) >= 2, 30, "hung pushes killed and tried again")
+    assert daemon.proc.poll() is None, "the daemon died on a hung push"
+    assert not record_commits(remote, name)
+    time.sleep(1)  # the newest push may still be inside its 3 s
+    hook_pids = [int(p) for p in pids.read_text().split()]
+    left = [pid for pid in hook_pids[:-1] if running(pid)]
+    assert len(hook_pids) >= 2 and not left, f"killed pushes left their hooks running: {left}"
+    gate.unlink()
+    wait_for(lambda: len(record_commits(remote, name)) == 2, 60, "both records pushed")
+    wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "ready again")
+    time.sleep(2)  # a record pushed twice would follow at once
+    assert [s.split()[3] for s in record_commits(remote, name)] == ["Succeeded", "Running"]
+    report(
+        f"\nhung remote: {push_retries(daemon):.0f} pushes killed at the 3 s --git-timeout;"
+        " /readyz 503 meanwhile; both records pushed once the remote answered"
+    )
