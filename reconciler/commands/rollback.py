@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from reconciler.commands.common import Subcommands, add_cluster_flags
+from reconciler.daemon.config import BY_NAME
 
 
 def register(sub: Subcommands) -> None:
@@ -17,8 +18,8 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--repo", help="commit the updated record here too")
-    p.add_argument("--branch", default="main")
-    p.add_argument("--records-path", default="runs/")
+    p.add_argument("--branch", default=BY_NAME["branch"].default)
+    p.add_argument("--records-path", default=BY_NAME["records_path"].default)
     add_cluster_flags(p)
     p.set_defaults(func=main)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.commands.common import Subcommands
+from reconciler.daemon.config import BY_NAME
 from reconciler.formats.run_record import latest_per_workflow, parse_record, recorded_runs
 from reconciler.gitops.git import GitError, GitRepo
 
@@ -18,8 +19,8 @@ from reconciler.gitops.git import GitError, GitRepo
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("status", help="latest run of each workflow, from the records in git")
     p.add_argument("--repo", required=True)
-    p.add_argument("--branch", default="main")
-    p.add_argument("--records-path", default="runs/")
+    p.add_argument("--branch", default=BY_NAME["branch"].default)
+    p.add_argument("--records-path", default=BY_NAME["records_path"].default)
     p.set_defaults(func=main)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.gitops.credentials import Credentials
-from reconciler.gitops.git import GIT_TIMEOUT
+from reconciler.gitops.git import AUTHOR_EMAIL, AUTHOR_NAME, GIT_TIMEOUT
 from reconciler.kube.origin import process_identity
 from reconciler.manifest.policy import Policy
 
@@ -66,8 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssh_key", None, "SSH key file for the remote", Path),
     Setting("known_hosts", None, "known_hosts file for the remote", Path),
     Setting("token_file", None, "HTTPS token file for the remote", Path),
-    Setting("author_name", "reconciler", "author of record commits"),
-    Setting("author_email", "reconciler@localhost", "author e-mail of record commits"),
+    Setting("author_name", AUTHOR_NAME, "author of record commits"),
+    Setting("author_email", AUTHOR_EMAIL, "author e-mail of record commits"),
     Setting("signing_key", None, "SSH key file to sign record commits with", Path),
     Setting(
         "verify_signatures",

@@ -1,5 +1,5 @@
-"""The reconcile loop: git in, cluster changes and records out (../shared/DESIGN.md §1, §4,
-§5), wired from the rooms beside it.
+"""The reconcile loop: git in, cluster changes and records out (docs/architecture.md),
+wired from the rooms beside it.
 
 One sync: ask the remote for the branch head (`ls-remote`); if it moved, fetch, load the
 workflows that changed, decide (daemon/sync.py) what is new, changed or deleted, queue and

@@ -1,6 +1,6 @@
-"""The run record (DESIGN.md §5), filled in by the engine as it runs.
+"""The run record (docs/architecture.md, State), filled in by the engine as it runs.
 
-Plain dataclasses: the engine mutates them, `state/` serialises them to YAML and Markdown,
+Plain dataclasses: the engine mutates them, `formats/` serialises them to YAML and Markdown,
 the checkpoint writer copies them into the WorkflowExecution status. Times are epoch seconds.
 """
 
@@ -155,7 +155,9 @@ def plain(value: Any) -> Any:
 
 
 def record_from_dict(data: dict[str, Any]) -> RunRecord:
-    """The inverse of RunRecord.to_dict(): how a restarted daemon reads its checkpoint."""
+    """The inverse of RunRecord.to_dict(): how a restarted daemon reads its checkpoint.
+    One function, field by field, so that it reads side by side with the dataclasses
+    above; splitting it would scatter the one mapping over several."""
     steps = {}
     for name, s in data["steps"].items():
         attempts = [

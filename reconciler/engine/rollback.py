@@ -1,4 +1,5 @@
-"""Rollback: which steps to undo, in what order, and running the undos (DESIGN.md §6).
+"""Rollback: which steps to undo, in what order, and running the undos (docs/architecture.md,
+Rollback).
 
 Order: the reverse of the order steps started. A step starts only after everything it
 depends on has finished, so in the reversed list every step comes before the steps it

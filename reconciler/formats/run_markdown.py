@@ -36,6 +36,8 @@ def _label(text: str) -> str:
 
 
 def render_markdown(record: RunRecord, source: str | None = None) -> str:
+    """The page, top to bottom: summary, DAG, timeline, steps, rollback. Kept as one
+    function so its order is the page's order; the diagrams are their own functions."""
     done, total = record.progress()
     icon = {
         "Succeeded": "✅",

@@ -1,4 +1,4 @@
-"""Run records in git, the one owner of their layout and YAML (../shared/DESIGN.md §5):
+"""Run records in git, the one owner of their layout and YAML (docs/architecture.md, State):
 `<records>/<workflow>/<run-id>.yaml` (machine-readable) beside `<run-id>.md` (for people,
 formats/run_markdown.py), one commit per record, and the reading back: which runs have a
 record, whether it says the run finished, the latest run of each workflow.

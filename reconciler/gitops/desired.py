@@ -1,4 +1,4 @@
-"""Desired vs applied (DESIGN.md §4).
+"""Desired vs applied (docs/architecture.md, Identity).
 
 Desired: every Workflow under the workflow folder at a revision. Manifests are cached by
 (path, blob sha), so a new revision re-reads only the files whose content changed: a

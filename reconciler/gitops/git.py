@@ -1,10 +1,11 @@
 """Git, and only git: fetch a branch, read a tree, write record commits, push with retry.
 
 We drive the git CLI directly with one-shot `asyncio` subprocesses rather than through
-GitPython (DESIGN.md §8 names it): every command we need is plumbing (`ls-remote`, `fetch`,
-`ls-tree`, `cat-file --batch`, `hash-object`, `commit-tree`, `push`), each with an explicit
-timeout and environment, and nothing stays running between commands, so the long-lived
-`git cat-file` processes GitPython's README warns about cannot leak in a long-running daemon.
+GitPython (the design names it; docs/architecture.md, Dependencies): every command we need
+is plumbing (`ls-remote`, `fetch`, `ls-tree`, `cat-file --batch`, `hash-object`,
+`commit-tree`, `push`), each with an explicit timeout, environment and process group, and
+nothing stays running between commands, so the long-lived `git cat-file` processes
+GitPython's README warns about cannot leak in a long-running daemon.
 
 The daemon never has a working tree: workflows are read from the fetched commit, and record
 commits are built on top of the remote head with a temporary index (read-tree, update-index,
@@ -32,6 +33,9 @@ from reconciler.gitops.plumbing import TreeEntry, parse_cat_file_batch, parse_ls
 
 log = logging.getLogger(__name__)
 GIT_TIMEOUT = 120.0
+# Who record commits are by unless --author-name/--author-email say otherwise (the tests
+# and hooks tell the daemon's commits by this name).
+AUTHOR_NAME, AUTHOR_EMAIL = "reconciler", "reconciler@localhost"
 PUSH_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=15.0)
 
 
@@ -54,8 +58,8 @@ class GitRepo:
     workdir: Path
     branch: str = "main"
     credentials: Credentials = field(default_factory=Credentials)
-    author_name: str = "reconciler"
-    author_email: str = "reconciler@localhost"
+    author_name: str = AUTHOR_NAME
+    author_email: str = AUTHOR_EMAIL
     signing_key: Path | None = None  # SSH key to sign record commits with
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
 

@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
 
+from reconciler import DEFAULT_NAMESPACE
 from reconciler.attempt import Backoff, attempt
 from reconciler.kube.errors import NotFound, Unreachable, from_exception
 from reconciler.kube.origin import AttributedHeaders, attribute_requests
@@ -76,7 +77,7 @@ class Kube:
     api: k8s.ApiClient
     dry_run: bool = False
     # Objects a run creates (Jobs, capture Secrets) are owned by its WorkflowExecution.
-    capture_namespace: str = "reconciler-system"
+    capture_namespace: str = DEFAULT_NAMESPACE
     _dynamic: DynamicClient | None = field(default=None, repr=False)
     dry_run_writes: list[DryRunWrite] = field(default_factory=list, repr=False)
     outage_budget: float = 120.0

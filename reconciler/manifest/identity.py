@@ -1,4 +1,5 @@
-"""Content hash and run id (DESIGN.md §4): same content, same run; never executed twice."""
+"""Content hash and run id (docs/architecture.md, Identity): same content, same run; never
+executed twice."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The kube-apiserver's audit log as the witness of what reconciler did to the cluster.
 
 Every request reconciler makes names its process, run, step, operation and attempt in its
-User-Agent (reconciler/actions/kube.py), e.g.
+User-Agent (reconciler/kube/origin.py), e.g.
     reconciler/0.1.0 (host-4242) run/crashy-0a1b2c3d4e step/s3 op/apply attempt/1
 and the API server records each request with that User-Agent, the verb, the object, the
 response code and its timestamps (Metadata level: never a body). So the tests count what a

@@ -1,4 +1,4 @@
-"""Which finished WorkflowExecutions the daemon deletes (reconciler/state/history.py)."""
+"""Which finished WorkflowExecutions the daemon deletes (reconciler/cluster/history.py)."""
 
 from __future__ import annotations
 
