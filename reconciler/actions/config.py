@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from reconciler.actions.base import (
     Action,
@@ -80,16 +80,24 @@ async def wait_for_data(
         await poll(check, lambda w: setattr(ctx, "waiting_for", w))
 
 
-class UpdateConfigMap(Action):
-    name = "UpdateConfigMap"
+class DataAction(Action):
+    """An action on the `data` of one ConfigMap or Secret (the target)."""
+
+    kind: ClassVar[str]  # "configmap" | "secret"
 
     def _where(self, step: StepBase) -> tuple[str, str]:
         namespace, name = target_of(step)
-        return f"configmap {namespace}/{name}", ns_path("v1", namespace, "configmaps", name)
+        return f"{self.kind} {namespace}/{name}", ns_path("v1", namespace, f"{self.kind}s", name)
 
     async def _data(self, kube: Kube, step: StepBase) -> dict[str, str]:
+        """Current data as the API holds it (a Secret's base64-encoded)."""
         what, path = self._where(step)
         return (await kube.get(what, path)).get("data") or {}
+
+
+class UpdateConfigMap(DataAction):
+    name = "UpdateConfigMap"
+    kind = "configmap"
 
     async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
         return {"data": await self._data(kube, step)}
@@ -121,17 +129,9 @@ class UpdateConfigMap(Action):
         await wait_for_data(kube, self._where(step)[0], lambda: self._data(kube, step), target, ctx)
 
 
-class UpdateSecret(Action):
+class UpdateSecret(DataAction):
     name = "UpdateSecret"
-
-    def _where(self, step: StepBase) -> tuple[str, str]:
-        namespace, name = target_of(step)
-        return f"secret {namespace}/{name}", ns_path("v1", namespace, "secrets", name)
-
-    async def _data(self, kube: Kube, step: StepBase) -> dict[str, str]:
-        """Current data, base64-encoded as the API holds it."""
-        what, path = self._where(step)
-        return (await kube.get(what, path)).get("data") or {}
+    kind = "secret"
 
     def _capture_ref(self, kube: Kube, ctx: StepContext, step: StepBase) -> tuple[str, str]:
         return kube.capture_namespace, run_object_name(ctx.run_id, step.name, "-capture")

@@ -63,7 +63,14 @@ async def wait_rollout(kube: Kube, step: StepBase, ctx: StepContext) -> None:
     await poll(check, lambda w: setattr(ctx, "waiting_for", w))
 
 
-class ScaleDeployment(Action):
+class DeploymentAction(Action):
+    """An action on one Deployment: done once its rollout has converged."""
+
+    async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
+        await wait_rollout(kube, step, ctx)
+
+
+class ScaleDeployment(DeploymentAction):
     name = "ScaleDeployment"
 
     async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
@@ -76,9 +83,6 @@ class ScaleDeployment(Action):
     ) -> None:
         what, path = deployment(step)
         await kube.merge_patch(what, path, {"spec": {"replicas": step.params.replicas}})  # type: ignore[attr-defined]
-
-    async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        await wait_rollout(kube, step, ctx)
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
@@ -103,7 +107,7 @@ def image_patch(container: str, image: str) -> dict[str, Any]:
     return {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
 
 
-class UpdateImage(Action):
+class UpdateImage(DeploymentAction):
     name = "UpdateImage"
 
     async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
@@ -119,9 +123,6 @@ class UpdateImage(Action):
         params = step.params  # type: ignore[attr-defined]
         await kube.strategic_patch(what, path, image_patch(params.container, params.image))
 
-    async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        await wait_rollout(kube, step, ctx)
-
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
     ) -> None:
@@ -133,7 +134,7 @@ class UpdateImage(Action):
             await wait_rollout(kube, step, ctx)
 
 
-class RestartDeployment(Action):
+class RestartDeployment(DeploymentAction):
     name = "RestartDeployment"
 
     async def capture(self, kube: Kube, step: StepBase, ctx: StepContext, owner: Any) -> Captured:
@@ -155,6 +156,3 @@ class RestartDeployment(Action):
             }
         }
         await kube.strategic_patch(what, path, patch)
-
-    async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
-        await wait_rollout(kube, step, ctx)

@@ -119,6 +119,9 @@ class Checkpointer:
                 )
             except RETRYABLE:
                 continue
+            except Exception:  # a watcher that died would make `kubectl delete` a no-op
+                log.exception("watching %s for deletion failed; watching on", self.name)
+                continue
             if obj is None or obj["metadata"].get("deletionTimestamp"):
                 self.deleting.set()
 

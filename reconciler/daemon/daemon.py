@@ -121,9 +121,9 @@ class Daemon:
         try:
             return await self._serve()
         finally:
-            await self.supervisor.stop()
-            for handle in self.queue.running.values():
+            for handle in self.queue.running.values():  # first: no new step may start
                 handle.task.cancel()
+            await self.supervisor.stop()
             if self.elector is not None:
                 try:
                     await self.elector.release()

@@ -5,6 +5,10 @@ A task that raises is logged with its traceback and counted
 either started again after a backoff (for tasks whose state is elsewhere: on disk, in git,
 in the cluster) or the supervisor fails, and the daemon ends non-zero so that Kubernetes
 restarts the pod. While a task is down, `down()` names it and /readyz answers 503.
+
+Restarts use the delays of reconciler/attempt.py, not its loop: a restart is not another
+try of one operation, and a task that ran for a while since its last crash starts its
+backoff over (attempt() counts from the first failure on).
 """
 
 from __future__ import annotations
