@@ -95,8 +95,8 @@ class Daemon:
             return "not synced yet"
         if not self.revisions.git_ok:
             return "git remote unreachable"
-        if self.writer.failing is not None:
-            return f"records cannot be pushed: {self.writer.failing}"
+        if self.writer.unanswered is not None:
+            return f"records cannot be pushed: {self.writer.unanswered}"
         if not self.api_ok:
             return "Kubernetes API unreachable"
         return None

@@ -42,9 +42,10 @@ PUSH_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=15.0)
 class GitError(Exception):
     """A git command failed; `transient` when trying again later may help."""
 
-    def __init__(self, message: str, transient: bool = True) -> None:
+    def __init__(self, message: str, transient: bool = True, no_answer: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.no_answer = no_answer  # the remote did not answer in time (hung, not refusing)
 
 
 def is_transient(err: Exception) -> bool:
@@ -102,7 +103,8 @@ class GitRepo:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             if isinstance(stopped, TimeoutError):
-                raise GitError(f"git {args[0]}: no answer within {limit:g}s") from None
+                message = f"git {args[0]}: no answer within {limit:g}s"
+                raise GitError(message, no_answer=True) from None
             raise
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip().splitlines()

@@ -38,7 +38,9 @@ class RecordWriter:
         self.idle = asyncio.Event()
         self.idle.set()
         self.pushed = 0
-        self.failing: str | None = None  # why the last push failed, until one succeeds
+        # Why the last push got no answer (a hung remote), until one is answered. A push
+        # the remote refuses is not that: it answers, and refusals are counted and retried.
+        self.unanswered: str | None = None
         self._seq = 0
 
     def recover(self) -> int:
@@ -134,7 +136,7 @@ class RecordWriter:
     async def _push(self, changes: list[tuple[Files, str]]) -> None:
         def note(_: int, err: Exception, delay: float) -> None:
             self.metrics.push_retries.inc()
-            self.failing = str(err)
+            self.unanswered = str(err) if getattr(err, "no_answer", False) else None
             log.warning(
                 "%d record commit(s) not pushed yet (first %r): %s",
                 len(changes),
@@ -150,7 +152,7 @@ class RecordWriter:
             backoff=PUSH_BACKOFF,
             on_retry=note,
         )
-        self.failing = None
+        self.unanswered = None
         failpoints.reached("pushed")
 
     def _forget(self, batch: list[Path]) -> None:

@@ -40,6 +40,18 @@ REJECT_DAEMON_PUSHES = (
 )
 
 
+def scale_web_to_two(api, remote, namespace: str, prefix: str, message: str) -> str:
+    """Push a workflow that scales `web` to 2 and wait until the cluster shows it: the run
+    happens whatever the remote does with the records. Returns the workflow's name."""
+    name = f"{prefix}-{namespace[-8:]}"
+    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
+    remote.commit_all(message)
+    wait_for(
+        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "the run happened"
+    )
+    return name
+
+
 def push_retries(daemon: Daemon) -> float:
     metrics = daemon.get("/metrics")[1]
     found = re.search(r"^reconciler_record_push_retries_total (\S+)$", metrics, re.MULTILINE)
@@ -66,12 +78,7 @@ def test_git_remote_down_then_rejecting_then_back_loses_nothing(
     url = f"file://{remote.bare}"
     first = Daemon(url, workdir, kubeconfig, "--interval", "1", name="first").start()
     daemons.append(first)
-    name = f"offline-{namespace[-8:]}"
-    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
-    remote.commit_all("offline run")
-    wait_for(
-        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "the run happened"
-    )
+    name = scale_web_to_two(api, remote, namespace, "offline", "offline run")
     wait_for(lambda: push_retries(first) > 0, 30, "refused pushes counted as retries")
     (run_id,) = run_ids(api, name)
     wait_for(
@@ -337,12 +344,7 @@ def test_a_hung_remote_makes_the_daemon_unready_and_its_records_arrive_once_it_a
         str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "2", "--git-timeout", "3"
     ).start()
     daemons.append(daemon)
-    name = f"hung-{namespace[-8:]}"
-    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
-    remote.commit_all("a run while the remote hangs")
-    wait_for(
-        lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "the run happened"
-    )
+    name = scale_web_to_two(api, remote, namespace, "hung", "a run while the remote hangs")
     wait_for(lambda: daemon.get("/readyz")[0] == 503, 30, "not ready while pushes hang")
     status, why = daemon.get("/readyz")
     assert status == 503 and "records cannot be pushed" in why and "no answer within 3s" in why

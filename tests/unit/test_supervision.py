@@ -74,13 +74,13 @@ def test_a_hung_push_is_retried_reported_and_the_records_arrive(bare: Path, tmp_
         writer.recover()
         task = asyncio.create_task(writer.run())
         writer.submit({"runs/w/r1.yaml": b"phase: Succeeded\n"}, "reconciler: r1")
-        await until(lambda: writer.failing is not None, 10, "the hung push reported")
-        assert "no answer within 1s" in writer.failing
+        await until(lambda: writer.unanswered is not None, 10, "the hung push reported")
+        assert "no answer within 1s" in writer.unanswered
         await until(lambda: metric(metrics, "reconciler_record_push_retries_total") >= 2, 10, "")
         assert not task.done(), "the writer died on a hung push"
         gate.unlink()
         await asyncio.wait_for(writer.drain(), 20)
-        assert writer.failing is None
+        assert writer.unanswered is None
         assert not task.done()
         task.cancel()
 
