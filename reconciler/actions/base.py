@@ -6,9 +6,12 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
+from urllib.parse import quote
 
+from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import Kube
+from reconciler.kube.errors import Conflict
 from reconciler.manifest.schema import StepBase
 
 
@@ -76,6 +79,30 @@ def run_labels(ctx: StepContext, step: StepBase) -> dict[str, str]:
         "reconciler.dev/run-id": ctx.run_id[:63],
         "reconciler.dev/step": step.name,
     }
+
+
+class NotOurs(PermanentError):
+    """An object with a run's (predictable) name that the run did not make."""
+
+
+async def create_owned(
+    kube: Kube, what: str, collection: str, body: dict[str, Any], owner: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Create an object the run owns (`owner`, its WorkflowExecution). One that exists
+    already is adopted only if it carries that owner reference (made by this run before a
+    crash), never one someone else made under the run's name: whoever may create Jobs in a
+    namespace must not decide how a step ends, nor what its record says."""
+    try:
+        return await kube.write(what, "POST", collection, body)
+    except Conflict:
+        existing = await kube.get(what, f"{collection}/{quote(body['metadata']['name'])}")
+    owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+    if owner is not None and any(ref.get("uid") == owner["uid"] for ref in owners):
+        return existing
+    raise NotOurs(
+        f"{what} exists and is not this run's (no owner reference to its WorkflowExecution):"
+        " not adopted; delete it, or rename the step"
+    )
 
 
 def owned_secret(

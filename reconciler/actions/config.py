@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from reconciler.actions.base import (
     Action,
+    create_owned,
     digest,
     owned_secret,
     poll,
@@ -142,15 +143,8 @@ class UpdateSecret(DataAction):
         original = await self._data(kube, step)
         namespace, name = self._capture_ref(kube, ctx, step)
         body = owned_secret(namespace, name, run_labels(ctx, step), owner, original)
-        path = ns_path("v1", namespace, "secrets", name)
-        existing = await kube.find(f"capture secret {namespace}/{name}", path)
-        if existing is None:
-            await kube.write(
-                f"capture secret {namespace}/{name}",
-                "POST",
-                ns_path("v1", namespace, "secrets"),
-                body,
-            )
+        what = f"capture secret {namespace}/{name}"
+        await create_owned(kube, what, ns_path("v1", namespace, "secrets"), body, owner)
         return {
             "keys": {k: digest(base64.b64decode(v)) for k, v in sorted(original.items())},
             "captureSecret": f"{namespace}/{name}",

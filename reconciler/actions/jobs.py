@@ -4,14 +4,12 @@ goes into the run record."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from reconciler.actions.base import Action, poll, run_labels, run_object_name
+from reconciler.actions.base import Action, create_owned, poll, run_labels, run_object_name
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import Kube
-from reconciler.kube.errors import Conflict
 from reconciler.kube.paths import ns_path
 from reconciler.manifest.params import JobSpec
 from reconciler.manifest.schema import StepBase
@@ -60,11 +58,11 @@ async def run_job(
     step: StepBase,
     owner: dict[str, Any] | None,
 ) -> None:
-    """Create the Job unless it exists (a resumed run must not start it twice)."""
+    """Create the Job unless this run made it already (a resumed run must not start it
+    twice); a Job of that name someone else made fails the step."""
     body = job_body(name, namespace, spec, run_labels(ctx, step), owner)
-    what = f"job {namespace}/{name}"
-    with contextlib.suppress(Conflict):  # AlreadyExists: created before a crash
-        await kube.write(what, "POST", ns_path("batch/v1", namespace, "jobs"), body)
+    collection = ns_path("batch/v1", namespace, "jobs")
+    await create_owned(kube, f"job {namespace}/{name}", collection, body, owner)
 
 
 async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> dict[str, Any]:

@@ -11,14 +11,12 @@ owned by the execution (deleting the run deletes it), read back on resume.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 from typing import Any
 
-from reconciler.actions.base import digest, owned_secret
+from reconciler.actions.base import create_owned, digest, owned_secret
 from reconciler.kube.client import Kube
-from reconciler.kube.errors import Conflict
 from reconciler.kube.paths import ns_path
 
 KEY = "manifest"
@@ -47,10 +45,8 @@ async def store(kube: Kube, run_id: str, manifest: dict[str, Any], owner: dict[s
     labels = {"app.kubernetes.io/managed-by": "reconciler", "reconciler.dev/run-id": run_id[:63]}
     data = {KEY: base64.b64encode(json.dumps(manifest).encode()).decode()}
     body = owned_secret(namespace, name, labels, owner, data)
-    with contextlib.suppress(Conflict):  # made before a crash: the same content
-        await kube.write(
-            f"inputs secret {namespace}/{name}", "POST", ns_path("v1", namespace, "secrets"), body
-        )
+    what = f"inputs secret {namespace}/{name}"  # made before a crash: the same content
+    await create_owned(kube, what, ns_path("v1", namespace, "secrets"), body, owner)
     return f"{namespace}/{name}"
 
 
