@@ -8,7 +8,8 @@ import random
 
 from reconciler.actions.registry import KubeActions
 from reconciler.cluster.checkpoint import Checkpointer
-from reconciler.cluster.run import InputsLost, workflow_of
+from reconciler.cluster.keys import execution_key
+from reconciler.cluster.run import InputsLost, Untrusted, check_trusted, revalidate, workflow_of
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.record import RunPhase, RunRecord, Transition, UndoResult
@@ -24,10 +25,11 @@ from reconciler.formats.execution import (
 from reconciler.formats.run_record import commit_message, record_files
 from reconciler.gitops.git import GitRepo
 from reconciler.kube.client import Kube
+from reconciler.manifest.policy import Policy
 
 
 async def rollback_run(
-    kube: Kube, run_id: str, git: GitRepo | None, records_path: str
+    kube: Kube, run_id: str, git: GitRepo | None, records_path: str, policy: Policy | None = None
 ) -> RunRecord:
     execution = await kube.find(f"workflowexecution {run_id}", execution_path(run_id))
     if execution is None:
@@ -42,10 +44,15 @@ async def rollback_run(
         )
     if phase == RunPhase.ROLLED_BACK:
         raise PermanentError(f"{run_id} is already rolled back")
-    try:
-        workflow = await workflow_of(kube, execution)
-    except InputsLost:  # undos need no new Secret value: their captured keys say what to undo
-        workflow = stored_workflow(execution)
+    try:  # only what this installation ran, and what the policy still allows, is undone
+        check_trusted(execution, await execution_key(kube))
+        try:
+            workflow = await workflow_of(kube, execution)
+        except InputsLost:  # undos need no new Secret value: their captured keys say what
+            workflow = stored_workflow(execution)
+        revalidate(execution, workflow, policy)
+    except Untrusted as err:
+        raise PermanentError(str(err)) from None
     record = record_of(execution)
     if record is None:
         raise PermanentError(f"{run_id} has no checkpoint: nothing ran, nothing to undo")

@@ -15,6 +15,7 @@ from reconciler.attempt import attempt
 from reconciler.cluster import inputs
 from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.events import EventRecorder
+from reconciler.cluster.keys import KEY_SECRET, execution_key
 from reconciler.engine.record import RunRecord, Transition
 from reconciler.engine.runner import Engine
 from reconciler.formats.execution import (
@@ -27,12 +28,17 @@ from reconciler.formats.execution import (
     packed_record,
     phase_of,
     record_of,
+    sign,
+    signed_with,
     stored_workflow,
 )
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Conflict
 from reconciler.kube.origin import request_origin
+from reconciler.manifest.checks import check_workflow
+from reconciler.manifest.errors import format_path
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import Workflow
 
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
@@ -47,8 +53,48 @@ class AlreadyRun(Exception):
         self.phase = phase
 
 
+class Untrusted(Exception):
+    """A WorkflowExecution this installation did not write, or whose workflow no longer
+    passes validation and the policy: it is never run."""
+
+
+def check_trusted(execution: dict[str, Any], key: bytes) -> None:
+    if not signed_with(execution, key):
+        raise Untrusted(
+            f"workflowexecution {execution['metadata']['name']} is not signed with this"
+            f" installation's key (secret {KEY_SECRET}): someone else wrote it or changed"
+            " its spec; it is not run (delete it)"
+        )
+
+
+async def trusted_workflow(
+    kube: Kube, execution: dict[str, Any], key: bytes, policy: Policy | None
+) -> Workflow:
+    """The workflow of an execution made by this installation, validated again (checks
+    and policy) before anything of it runs again: resume, manual rollback."""
+    check_trusted(execution, key)
+    workflow = await workflow_of(kube, execution)
+    revalidate(execution, workflow, policy)
+    return workflow
+
+
+def revalidate(execution: dict[str, Any], workflow: Workflow, policy: Policy | None) -> None:
+    """The checks `validate` makes, and the policy as it is now, on a stored workflow."""
+    problems = check_workflow(workflow) + (policy.check(workflow) if policy else [])
+    if problems:
+        path, message = problems[0]
+        raise Untrusted(
+            f"workflowexecution {execution['metadata']['name']}: its workflow no longer passes"
+            f" validation ({format_path(path)}: {message}); it is not run"
+        )
+
+
 async def create_execution(
-    kube: Kube, loaded: LoadedWorkflow, revision: str | None, labels: dict[str, str] | None = None
+    kube: Kube,
+    loaded: LoadedWorkflow,
+    revision: str | None,
+    labels: dict[str, str] | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
     what = f"workflowexecution {loaded.run_id}"
     manifest = manifest_of(loaded)
@@ -58,7 +104,8 @@ async def create_execution(
         if redacted is None
         else f"{kube.capture_namespace}/{inputs.secret_name(loaded.run_id)}"
     )
-    body = execution_body(loaded, revision, labels, redacted=redacted, inputs_ref=ref)
+    key = key if key is not None else await execution_key(kube)
+    body = sign(execution_body(loaded, revision, labels, redacted=redacted, inputs_ref=ref), key)
     try:
         execution = await kube.write(what, "POST", execution_path(), body)
     except Conflict:
@@ -66,7 +113,7 @@ async def create_execution(
         phase = phase_of(execution)
         if phase.finished:
             raise AlreadyRun(packed_record(execution), phase.value) from None
-        # created earlier but not finished: this process runs it now
+        check_trusted(execution, key)  # created earlier, not finished: this process runs it
     failpoints.reached("created")
     if ref is not None:  # before the first step: resume needs it
         await inputs.store(kube, loaded.run_id, manifest, owner_reference(execution))
@@ -118,14 +165,16 @@ async def run_in_cluster(
     hooks: Sequence[Hook] = (),
     cancel: asyncio.Event | None = None,
     labels: dict[str, str] | None = None,
+    key: bytes | None = None,
 ) -> RunRecord:
-    """Run (or resume, if its WorkflowExecution exists unfinished) one workflow.
+    """Run (or resume, if its WorkflowExecution exists unfinished) one workflow. `key`
+    signs its execution (default: this installation's, read from the cluster).
 
     The run is cancelled and rolled back when its WorkflowExecution is deleted or when
     `cancel` is set (the daemon does that when the workflow is deleted from git).
     """
     with request_origin(f"run/{loaded.run_id}"):  # steps add theirs (KubeActions)
-        return await _run_in_cluster(kube, engine, loaded, revision, hooks, cancel, labels)
+        return await _run_in_cluster(kube, engine, loaded, revision, hooks, cancel, labels, key)
 
 
 async def _run_in_cluster(
@@ -136,8 +185,9 @@ async def _run_in_cluster(
     hooks: Sequence[Hook],
     cancel: asyncio.Event | None,
     labels: dict[str, str] | None,
+    key: bytes | None,
 ) -> RunRecord:
-    execution = await create_execution(kube, loaded, revision, labels)
+    execution = await create_execution(kube, loaded, revision, labels, key)
     resume = record_of(execution)
     checkpoint = Checkpointer(kube, execution)
     events = EventRecorder(kube, execution)

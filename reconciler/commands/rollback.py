@@ -8,7 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reconciler.commands.common import Subcommands, add_cluster_flags
+from reconciler import DEFAULT_NAMESPACE
+from reconciler.commands.common import Subcommands, add_cluster_flags, add_policy_flags, policy_of
 from reconciler.daemon.config import BY_NAME
 
 
@@ -21,6 +22,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--branch", default=BY_NAME["branch"].default)
     p.add_argument("--records-path", default=BY_NAME["records_path"].default)
     add_cluster_flags(p)
+    add_policy_flags(p, DEFAULT_NAMESPACE)
     p.set_defaults(func=main)
 
 
@@ -37,7 +39,9 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="reconciler-rollback-") as tmp:
         git = GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch) if args.repo else None
         try:
-            record = asyncio.run(rollback_run(kube, args.run_id, git, args.records_path))
+            record = asyncio.run(
+                rollback_run(kube, args.run_id, git, args.records_path, policy_of(args))
+            )
         except (ActionError, KubeError, GitError) as err:
             print(f"rollback of {args.run_id}: {err}", file=sys.stderr)
             return 1

@@ -18,6 +18,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from reconciler.cluster.keys import execution_key
 from reconciler.cluster.lease import LeaderElector
 from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.daemon import watchers
@@ -59,7 +60,7 @@ class Daemon:
         self.labels = daemon_labels(config.repo, config.branch)  # the executions it owns
         self.queue = RunQueue(config.max_concurrent_workflows)
         self.supervisor = Supervisor(self.metrics)
-        self.recovery = Recovery(kube, self.git, config.records_path, self.labels)
+        self.recovery = Recovery(kube, self.git, config.records_path, self.labels, config.policy)
         self.wake = asyncio.Event()
         engine = Engine(global_limit=config.max_concurrent_steps)
         self.runs = Runs(
@@ -146,6 +147,7 @@ class Daemon:
             await self._become_leader()
         self.metrics.leader.set(1)
         await ensure_namespace(self.kube, self.config.capture_namespace)
+        self.runs.key = self.recovery.key = await execution_key(self.kube)
         if watchers.is_local_repo(self.config.repo):
             # safe to restart: it only wakes the sync loop (which also polls)
             start(

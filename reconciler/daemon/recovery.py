@@ -10,13 +10,14 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from reconciler.cluster.run import InputsLost, remove_finalizer, workflow_of
+from reconciler.cluster.run import InputsLost, Untrusted, remove_finalizer, trusted_workflow
 from reconciler.engine.record import RunRecord
 from reconciler.formats import execution as wfe
 from reconciler.formats.run_record import record_paths, says_finished
 from reconciler.gitops.git import GitRepo
 from reconciler.kube.client import Kube
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.policy import Policy
 
 log = logging.getLogger(__name__)
 StartRun = Callable[[LoadedWorkflow, str | None], None]
@@ -32,11 +33,20 @@ async def finals_in_git(git: GitRepo, names: Iterable[str], recorded: dict[str, 
 
 
 class Recovery:
-    def __init__(self, kube: Kube, git: GitRepo, records_path: str, labels: dict[str, str]):
+    def __init__(
+        self,
+        kube: Kube,
+        git: GitRepo,
+        records_path: str,
+        labels: dict[str, str],
+        policy: Policy,
+    ) -> None:
         self.kube = kube
         self.git = git
         self.records_path = records_path
         self.labels = labels
+        self.policy = policy
+        self.key = b""  # the installation's execution key, read at start-up
         # finished executions found at start-up whose final record may never have reached git
         self.unrecorded: dict[str, dict[str, Any]] = {}
 
@@ -59,9 +69,12 @@ class Recovery:
                     self.unrecorded[name] = item  # checked against git on the first sync
                 continue
             try:
-                workflow = await workflow_of(self.kube, item)
+                workflow = await trusted_workflow(self.kube, item, self.key, self.policy)
             except InputsLost as err:
                 await self.forget_unstarted(item, str(err))
+                continue
+            except Untrusted as err:  # forged, tampered with, or now against the policy
+                log.error("not resuming: %s", err, extra={"run_id": name})
                 continue
             except Exception as err:  # one unreadable checkpoint must not stop the daemon
                 log.error("cannot resume %s: %s", name, err, extra={"run_id": name})

@@ -41,6 +41,7 @@ class Runs:
         self.labels = labels
         self.records_path = records_path
         self.wake = wake
+        self.key: bytes | None = None  # signs the runs' executions (cluster/keys.py)
         self.unsuccessful = 0  # runs that did not succeed (--once exits 1)
         self.crashed = 0
 
@@ -71,6 +72,7 @@ class Runs:
                 revision=waiting.revision,
                 cancel=cancel,
                 labels=self.labels,
+                key=self.key,
                 hooks=[self.metrics.hook, log_transition, commit_start],
             )
         except AlreadyRun:

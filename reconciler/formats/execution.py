@@ -5,6 +5,8 @@ packing is formats/packing.py, its CRD deploy/crds/."""
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ WORKFLOW_LABEL = "reconciler.dev/workflow"
 CONTENT_HASH_LABEL = "reconciler.dev/content-hash"
 RUNNER_LABEL = {"app.kubernetes.io/managed-by": "reconciler-daemon"}
 SOURCE_LABEL = "reconciler.dev/source"
+# HMAC-SHA256 over the name, labels and spec with a key only the daemon reads
+# (cluster/keys.py): an execution someone else wrote is never resumed.
+SIGNATURE_ANNOTATION = "reconciler.dev/signature"
 
 
 def execution_path(name: str | None = None) -> str:
@@ -140,3 +145,26 @@ def source_of(execution: dict[str, Any]) -> str:
 
 def revision_of(execution: dict[str, Any]) -> str | None:
     return execution["spec"].get("revision")
+
+
+def _signed_content(execution: dict[str, Any]) -> bytes:
+    meta = execution.get("metadata") or {}
+    content = {"name": meta.get("name"), "labels": meta.get("labels") or {}}
+    content["spec"] = execution.get("spec") or {}
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(body: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """`body` with its signature annotation (set before it is created)."""
+    mac = hmac.new(key, _signed_content(body), hashlib.sha256).hexdigest()
+    annotations = body["metadata"].setdefault("annotations", {})
+    annotations[SIGNATURE_ANNOTATION] = mac
+    return body
+
+
+def signed_with(execution: dict[str, Any], key: bytes) -> bool:
+    """Made by a holder of `key`, and its name, labels and spec unchanged since."""
+    annotations = (execution.get("metadata") or {}).get("annotations") or {}
+    mac = annotations.get(SIGNATURE_ANNOTATION)
+    expected = hmac.new(key, _signed_content(execution), hashlib.sha256).hexdigest()
+    return isinstance(mac, str) and hmac.compare_digest(mac, expected)

@@ -13,6 +13,7 @@ from reconciler.manifest.errors import FieldPath
 from reconciler.manifest.schema import StepBase, Workflow
 
 Problem = tuple[FieldPath, str]
+OWN_GROUP = "reconciler.dev"
 
 
 def check_workflow(workflow: Workflow) -> list[Problem]:
@@ -84,6 +85,13 @@ def _check_apply_manifest(i: int, step: StepBase) -> list[Problem]:
     for field in ("apiVersion", "kind"):
         if not isinstance(manifest.get(field), str) or not manifest.get(field):
             problems.append((path + (field,), f"manifest.{field} is required"))
+    api_version = manifest.get("apiVersion")
+    if isinstance(api_version, str) and api_version.split("/")[0] == OWN_GROUP:
+        # A WorkflowExecution written by a step would be resumed by the next leader with
+        # the daemon's authority: reconciler's own kinds are the daemon's alone.
+        problems.append(
+            (path + ("apiVersion",), f"Apply may not manage reconciler's own kinds ({OWN_GROUP})")
+        )
     if manifest.get("kind") == "Secret":
         # An inline Secret would put its values in git; UpdateSecret can take them from
         # another Secret and records only digests.

@@ -77,3 +77,16 @@ def test_policy_file_with_unknown_action_is_refused(tmp_path: Path) -> None:
     file.write_text("namespaces:\n  shop: [ScaleDeploymnt]\n")
     with pytest.raises(ValueError, match="unknown action"):
         Policy.load(DEFAULT_PROTECTED, file)
+
+
+def test_apply_of_reconcilers_own_kinds_is_refused_at_the_field() -> None:
+    """A step that writes a WorkflowExecution would plant a run the next leader resumes
+    with the daemon's authority."""
+    step = (
+        "{name: forge, action: Apply, params: {manifest: {apiVersion: reconciler.dev/v1alpha1, "
+        "kind: WorkflowExecution, metadata: {name: forged}}}}"
+    )
+    result = load_text(wf(step), "w.yaml")
+    (issue,) = result.issues
+    assert "may not manage reconciler's own kinds" in issue.message
+    assert issue.path[-1] == "apiVersion" and issue.line == 6
