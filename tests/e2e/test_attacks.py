@@ -7,16 +7,35 @@ and what must stop them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from daemonhelp import (
+    Daemon,
+    daemons,  # noqa: F401  (fixture)
+    remote,  # noqa: F401  (fixture)
+    scale_workflow,
+)
 from kubehelp import (
     api,  # noqa: F401  (fixture)
+    deployment,
     load,
+    read_deployment,
     run_workflow,
+    wait_for,
     workflow_yaml,
 )
 from kubernetes import client as k8s
 
 from reconciler.actions.base import run_object_name
 from reconciler.engine.record import RunPhase, StepPhase
+from reconciler.formats.execution import daemon_labels, execution_body
 
 
 def test_a_job_planted_under_a_runs_job_name_is_not_adopted(api, namespace) -> None:
@@ -59,3 +78,114 @@ def test_a_job_planted_under_a_runs_job_name_is_not_adopted(api, namespace) -> N
     assert not step.result, "the planted Job's outcome reached the record"
     job = batch.read_namespaced_job(planted, namespace)
     assert not job.metadata.owner_references, "the planted Job was taken over"
+
+
+def test_a_forged_execution_is_never_resumed(
+    api, namespace, kubeconfig, remote, daemons, tmp_path
+) -> None:
+    """Someone who may create WorkflowExecutions (or an Apply step, before those were
+    refused) plants one with the daemon's labels (computable from the repository URL),
+    unfinished, whose workflow scales a Deployment: the next daemon to start would resume
+    it with its own authority. It must refuse: the execution is not signed with the
+    installation's key."""
+    deployment(api, namespace, "web", replicas=1)
+    forged = load(scale_workflow(f"forged-{namespace[-8:]}", namespace, 3))
+    body = execution_body(forged, None, daemon_labels(str(remote.bare), "main"))
+    body["metadata"]["finalizers"] = []
+    objects = k8s.CustomObjectsApi(api)
+    objects.create_cluster_custom_object("reconciler.dev", "v1alpha1", "workflowexecutions", body)
+    try:
+        daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600")
+        daemons.append(daemon.start())
+        wait_for(
+            lambda: f"not resuming: workflowexecution {forged.run_id}" in daemon.logs(), 30, ""
+        )
+        assert "is not signed with this installation's key" in daemon.logs()
+        time.sleep(3)  # a resumed run would have scaled by now
+        assert read_deployment(api, namespace, "web").spec.replicas == 1
+    finally:
+        objects.delete_cluster_custom_object(
+            "reconciler.dev", "v1alpha1", "workflowexecutions", forged.run_id
+        )
+
+
+def raw_http(port: int, request: bytes, wait: float = 5.0) -> bytes:
+    """Send bytes as they are (no client library fixes them up) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as conn:
+        conn.sendall(request)
+        chunks = []
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_webhook_callers_cannot_flood_stall_or_replay_the_daemon(
+    api, kubeconfig, remote, daemons, tmp_path
+) -> None:
+    """Whoever can reach the port: a negative or missing Content-Length (once read until
+    the client closed, 400 MiB drove the process past its memory limit) is refused before
+    any body is read; a client that sends half a request is cut off; a flood of idle
+    connections is capped and the daemon still answers; a replayed body is refused; GitLab's
+    token and Gitea's signature are understood."""
+    secret = b"webhook-secret-e2e"
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_bytes(secret)
+    daemon = Daemon(
+        f"file://{remote.bare}",
+        tmp_path / "work",
+        kubeconfig,
+        "--interval",
+        "3600",
+        "--webhook-secret-file",
+        str(secret_file),
+    )
+    daemons.append(daemon.start())
+    port = daemon.port
+    head = b"POST /hooks/git HTTP/1.1\r\nHost: x\r\n"
+    negative = raw_http(port, head + b"Content-Length: -1\r\n\r\n" + b"x" * 4096)
+    assert negative.startswith(b"HTTP/1.0 400") or negative.startswith(b"HTTP/1.1 400")
+    missing = raw_http(port, head + b"\r\n")
+    assert b" 411 " in missing.split(b"\r\n")[0]
+    chunked = raw_http(port, head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert b" 411 " in chunked.split(b"\r\n")[0]
+    # half a request, then silence: the daemon closes the connection itself
+    started = time.monotonic()
+    stalled = raw_http(port, head + b"Content-Length: 100\r\n\r\n{", wait=30)
+    assert stalled == b"" and time.monotonic() - started < 20
+    # a flood of idle connections: the ones beyond the cap are closed, the daemon answers
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(80)]
+    try:
+        time.sleep(0.5)
+        closed = 0
+        for conn in idle:
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                if conn.recv(1) == b"":
+                    closed += 1
+        assert closed >= 80 - 32, f"only {closed} of 80 idle connections were refused"
+    finally:
+        for conn in idle:
+            conn.close()
+    wait_for(lambda: daemon.get("/healthz")[0] == 200, 15, "the daemon answers after the flood")
+    # signed webhooks: GitHub's, replayed; Gitea's; GitLab's token
+    body = json.dumps({"ref": "refs/heads/main", "after": "1" * 40}).encode()
+    assert daemon.webhook(body, secret) == 202
+    assert daemon.webhook(body, secret) == 409  # the same signed content again
+    other = json.dumps({"ref": "refs/heads/main", "after": "2" * 40}).encode()
+    gitea = hmac.new(secret, other, hashlib.sha256).hexdigest()
+    assert post(port, other, {"X-Gitea-Signature": gitea}) == 202
+    third = json.dumps({"ref": "refs/heads/main", "after": "3" * 40}).encode()
+    assert post(port, third, {"X-Gitlab-Token": "wrong"}) == 401
+    assert post(port, third, {"X-Gitlab-Token": secret.decode()}) == 202
+
+
+def post(port: int, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/hooks/git", data=body, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code

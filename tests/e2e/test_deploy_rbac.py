@@ -151,6 +151,19 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
     assert applied.returncode == 0, applied.stderr
     assert "clusterrole.rbac.authorization.k8s.io/reconciler serverside-applied" in applied.stdout
     core = k8s.CoreV1Api(api)
+    # The daemon under test runs here, with the ServiceAccount's token; the Deployment's
+    # own (kwok) pods are not used, and one scheduled onto this test's node would block its
+    # drain (emptyDir data): none of them stays.
+    k8s.AppsV1Api(api).patch_namespaced_deployment_scale(
+        "reconciler", "reconciler-system", {"spec": {"replicas": 0}}
+    )
+    wait_for(
+        lambda: not core.list_namespaced_pod(
+            "reconciler-system", label_selector="app.kubernetes.io/name=reconciler"
+        ).items,
+        60,
+        "the deployed daemon's pods gone",
+    )
     deployment(api, namespace, "web", replicas=2)
     deployment(api, namespace, "onnode", replicas=1, node=own_node)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"A": "1"}})
