@@ -15,6 +15,7 @@ from reconciler.manifest.params import JobSpec
 from reconciler.manifest.schema import StepBase
 
 LOG_LINES = 20
+LOG_BYTES = 4096  # a pod that prints megabytes on one line must not fill the record
 
 
 def job_body(
@@ -108,7 +109,8 @@ async def log_tail(kube: Kube, namespace: str, job: str) -> str:
         pod = items[-1]["metadata"]["name"]
         path = ns_path("v1", namespace, "pods", pod) + "/log"
         return await kube.call(
-            f"log of pod {namespace}/{pod}", lambda: kube.raw("GET", path, {"tailLines": LOG_LINES})
+            f"log of pod {namespace}/{pod}",
+            lambda: kube.raw("GET", path, {"tailLines": LOG_LINES, "limitBytes": LOG_BYTES}),
         )
     except Exception as err:
         return f"(log unavailable: {err})"

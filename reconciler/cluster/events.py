@@ -47,7 +47,11 @@ def event_for(record: RunRecord, t: Transition) -> tuple[str, str, str] | None:
                 f"{phase.value} ({done}/{total} steps): {record.message}",
             )
     if t.scope == "step" and t.phase == StepPhase.FAILED.value and t.step:
-        return "Warning", "StepFailed", f"step {t.step} failed: {record.steps[t.step].message}"
+        # The first line only: a Job's log tail follows it in the record, and Events are
+        # readable by whoever may list them in the namespace, not only by whoever may read
+        # the record.
+        summary = (record.steps[t.step].message or "").split("\n", 1)[0]
+        return "Warning", "StepFailed", f"step {t.step} failed: {summary}"
     return None
 
 

@@ -10,7 +10,7 @@ import sys
 
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.commands.common import Subcommands, add_policy_flags, policy_of
-from reconciler.daemon.config import add_arguments, from_arguments
+from reconciler.daemon.config import add_arguments, config_problems, from_arguments
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -48,6 +48,11 @@ def main(args: argparse.Namespace) -> int:
         print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
         return 2
     config = from_arguments(args, policy_of(args))
+    problems = config_problems(config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 2
     kube = Kube(
         load_api_client(args.kubeconfig, args.context), capture_namespace=config.capture_namespace
     )

@@ -142,6 +142,23 @@ class DaemonConfig:
     policy: Policy = field(default_factory=Policy)
 
 
+def config_problems(config: DaemonConfig) -> list[str]:
+    """What makes a config unsafe to start with, each said so the operator can fix it."""
+    problems = []
+    workflows = config.path.strip("/") + "/"
+    records = config.records_path.strip("/") + "/"
+    if workflows == "/" or records == "/":
+        problems.append("--path and --records-path must each name a folder, not the root")
+    elif records.startswith(workflows) or workflows.startswith(records):
+        # The daemon commits under the records path without a signature check on its own
+        # commits; nested, its commits would change what runs (or records would be loaded).
+        problems.append(
+            f"--records-path {config.records_path!r} and --path {config.path!r} overlap:"
+            " give them separate folders (e.g. workflows/ and runs/)"
+        )
+    return problems
+
+
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """One flag per setting, its default taken from its variable, else from the table."""
     for s in SETTINGS:

@@ -64,6 +64,17 @@ def test_events_for_run_and_step_failures() -> None:
     assert event_for(record, Transition("step", "Running", "a")) is None
 
 
+def test_a_failed_jobs_log_tail_stays_out_of_its_event() -> None:
+    wf = workflow([{"name": "a"}])
+    failure = PermanentError(
+        "job shop/x failed: BackoffLimitExceeded\nlog tail:\nDB_PASSWORD=hunter2"
+    )
+    record = run(wf, FakeActions({"a": Script(errors=[failure])}))
+    assert "hunter2" in (record.steps["a"].message or "")  # the record keeps it
+    _, _, message = event_for(record, Transition("step", "Failed", "a"))
+    assert message == "step a failed: job shop/x failed: BackoffLimitExceeded"
+
+
 class CountingKube:
     """Stands in for the API: records each status write."""
 

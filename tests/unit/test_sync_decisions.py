@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.daemon.config import SETTINGS, DaemonConfig, add_arguments, from_arguments
+from reconciler.daemon.config import (
+    SETTINGS,
+    DaemonConfig,
+    add_arguments,
+    config_problems,
+    from_arguments,
+)
 from reconciler.daemon.queue import RunHandle, RunQueue
 from reconciler.daemon.sync import decide
 from reconciler.manifest.loader import LoadedWorkflow, load_text
@@ -128,6 +134,21 @@ def test_a_variable_sets_a_default_and_a_flag_wins_over_it() -> None:
     assert (config.lease_namespace, config.capture_namespace) == ("ops", "ops")
     assert config.leader_elect is True and config.execution_history is None
     assert config.workdir == Path(".reconciler")
+
+
+@pytest.mark.parametrize(
+    ("path", "records"), [("workflows/", "workflows/runs/"), ("runs/wf", "runs"), ("/", "runs/")]
+)
+def test_overlapping_workflow_and_records_folders_refuse_to_start(path: str, records: str) -> None:
+    """The daemon's own record commits are not signature-checked: nested, they would change
+    what runs, or records would be loaded as workflows."""
+    (problem,) = config_problems(DaemonConfig(repo="r", path=path, records_path=records))
+    assert "--records-path" in problem and "--path" in problem
+
+
+def test_separate_folders_are_fine() -> None:
+    assert config_problems(DaemonConfig(repo="r", path="workflows/", records_path="runs/")) == []
+    assert config_problems(DaemonConfig(repo="r", path="ops/wf", records_path="ops/runs")) == []
 
 
 def test_a_bad_value_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
