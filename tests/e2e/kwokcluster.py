@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -496,7 +497,33 @@ class KwokCluster:
         self.up = False
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self.kwokctl("delete", "cluster", check=False, timeout=120)
+        # kwokctl stops the components it has pid files for; one it started while start-up
+        # was failing may have none yet. Every process of this cluster names its workdir.
+        _stop_processes_naming(self.workdir)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _stop_processes_naming(workdir: Path, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace`, every process whose command line names
+    `workdir` (this harness's processes only: the workdir is a fresh temporary folder)."""
+
+    def alive() -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False
+        )
+        return [int(p) for p in out.stdout.split() if int(p) != os.getpid()]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = alive()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = alive()
+        if not pids:
+            return
 
 
 def _kwokctl_messages(stderr: str | None, lines: int = 20) -> str:
