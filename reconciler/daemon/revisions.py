@@ -53,7 +53,7 @@ class Revisions:
         self.recovery = recovery
         self.cache = ManifestCache(policy=config.policy)
         self.judge = (
-            SignatureJudge(git, config.records_path, config.allowed_signers)
+            SignatureJudge(git, config.records_path, config.allowed_signers, config.path)
             if config.allowed_signers is not None
             else None
         )

@@ -260,12 +260,15 @@ class GitRepo:
         out = (await self.git("log", "-1", "--format=%ae%n%s", commit)).decode().split("\n", 1)
         return out[0], out[1].strip() if len(out) > 1 else ""
 
-    async def first_parent(self, commit: str) -> str | None:
-        try:
-            out = await self.git("rev-parse", "--verify", "--quiet", f"{commit}^1")
-        except GitError:
-            return None  # a root commit
-        return out.decode().strip() or None
+    async def parents(self, commit: str) -> list[str]:
+        """Its parents, first parent first (none for a root commit)."""
+        out = await self.git("rev-list", "--parents", "-n", "1", commit)
+        return out.decode().split()[1:]
+
+    async def commits_between(self, old: str, new: str) -> list[str]:
+        """Every commit reachable from `new` and not from `old`, merged branches included."""
+        out = await self.git("rev-list", f"{old}..{new}")
+        return out.decode().split()
 
     async def changes(self, old: str, new: str) -> list[tuple[str, str]]:
         """(status letter, path) of each change; a rename shows as a delete and an add (with

@@ -1,5 +1,13 @@
-"""--verify-signatures: which commit's signature decides whether a revision runs, and the
-verdict. A refusal is reported in `_refused.md` (formats/reports.py) by the caller."""
+"""--verify-signatures: which commits must be signed for a revision to run, and the verdict.
+A refusal is reported in `_refused.md` (formats/reports.py) by the caller.
+
+As Flux does it, and stricter: the commit that decides the head (the head, or the newest
+commit below it that is more than a record commit) must be signed by an allowed key; and
+once a head has been verified, every later commit that touches the workflow path must be
+signed too, merges judged against each of their parents (an unsigned merge whose first
+parent is someone's signed work-in-progress touches the workflows against its other
+parent, so it is judged itself).
+"""
 
 from __future__ import annotations
 
@@ -18,43 +26,71 @@ class SignatureJudge:
     git: GitRepo
     records_path: str
     allowed_signers: Path
+    workflows_path: str = "workflows/"
+    verified: str | None = None  # the last head that passed
     _judged: dict[str, str] = field(default_factory=dict)  # commit -> its deciding commit
 
-    async def subject(self, head: str) -> str:
-        """The commit whose signature decides whether `head` runs: head itself, unless it
-        (and the commits below it on the first-parent line) are record commits: they only
-        add or change files under the records path (or remove the daemon's own reports).
-        Those are the daemon's own commits, unsigned unless --signing-key is given;
-        refusing them would refuse every revision after a record. A commit that deletes or
-        moves a record is judged: records decide what already ran. Empty commits are judged
-        (signing one approves the tree, as with Flux). Walked once per commit (cached),
-        however long the run of record commits."""
+    async def _record_only(self, commit: str, parents: list[str]) -> bool:
+        """Against every parent, only files under the records path added or changed (or
+        the daemon's own reports removed): the daemon's own commits. Empty is not."""
         prefix = self.records_path.rstrip("/") + "/"
         own_files = reports.own_report_paths(self.records_path)
-        skipped: list[str] = []
-        commit = head
-        while commit not in self._judged:
-            parent = await self.git.first_parent(commit)
-            if parent is None:
-                break
+        changed_any = False
+        for parent in parents:
             changes = await self.git.changes(parent, commit)
-            if not changes or not all(
+            changed_any = changed_any or bool(changes)
+            if not all(
                 path.startswith(prefix) and (status in ("A", "M") or path in own_files)
                 for status, path in changes
             ):
+                return False
+        return changed_any
+
+    async def subject(self, head: str) -> str:
+        """The commit whose signature decides whether `head` runs: head itself, unless it
+        (and the commits below it on the first-parent line) are record commits (see
+        `_record_only`). Those are the daemon's own commits, unsigned unless
+        --signing-key is given; refusing them would refuse every revision after a record.
+        A commit that deletes or moves a record is judged: records decide what already
+        ran. Empty commits are judged (signing one approves the tree, as with Flux).
+        Walked once per commit (cached), however long the run of record commits."""
+        skipped: list[str] = []
+        commit = head
+        while commit not in self._judged:
+            parents = await self.git.parents(commit)
+            if not parents or not await self._record_only(commit, parents):
                 break
             skipped.append(commit)
-            commit = parent
+            commit = parents[0]
         subject = self._judged.get(commit, commit)
         for c in [*skipped, commit]:
             self._judged[c] = subject
         return subject
 
+    async def _touches_workflows(self, commit: str) -> bool:
+        prefix = self.workflows_path.rstrip("/") + "/"
+        parents = await self.git.parents(commit)
+        if not parents:
+            return bool(await self.git.ls_tree(commit, self.workflows_path))
+        for parent in parents:
+            if any(path.startswith(prefix) for _, path in await self.git.changes(parent, commit)):
+                return True
+        return False
+
     async def verdict(self, head: str) -> tuple[bool, str]:
-        """(signed by an allowed key, the judged commit)."""
+        """(allowed to run, the commit judged: the first one found unsigned, or head)."""
         judged = await self.subject(head)
-        if await self.git.verify_commit(judged, self.allowed_signers):
-            return True, judged
+        if not await self.git.verify_commit(judged, self.allowed_signers):
+            return self._refuse(head, judged)
+        if self.verified is not None and self.verified != head:
+            for commit in await self.git.commits_between(self.verified, head):
+                touches = await self._touches_workflows(commit)
+                if touches and not await self.git.verify_commit(commit, self.allowed_signers):
+                    return self._refuse(head, commit)
+        self.verified = head
+        return True, head
+
+    def _refuse(self, head: str, judged: str) -> tuple[bool, str]:
         log.error(
             "revision %s@sha1:%s is not signed by an allowed key (judged commit %s):"
             " not executing it",

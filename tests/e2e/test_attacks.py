@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ import urllib.request
 from daemonhelp import (
     Daemon,
     daemons,  # noqa: F401  (fixture)
+    record_commits,
     remote,  # noqa: F401  (fixture)
     scale_workflow,
 )
@@ -189,3 +191,62 @@ def post(port: int, body: bytes, headers: dict[str, str]) -> int:
             return answer.status
     except urllib.error.HTTPError as err:
         return err.code
+
+
+def test_an_unsigned_merge_cannot_make_a_signed_work_in_progress_commit_live(
+    api, namespace, kubeconfig, remote, daemons, tmp_path
+) -> None:
+    """--verify-signatures: someone signed a work-in-progress change on a branch (web to
+    3) that nobody merged. A pusher without the key merges main into it, unsigned, so that
+    against its first parent (the signed commit) the merge changes only records, and pushes
+    that as main: the merge touches the workflows against its other parent, so it is judged
+    itself, refused, and nothing of the branch runs."""
+    deployment(api, namespace, "web", replicas=1)
+    key = tmp_path / "sre_ed25519"
+    git = ("git", "-C", str(remote.clone))
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sre", "-f", str(key)], check=True
+    )
+    kind, public = (tmp_path / "sre_ed25519.pub").read_text().split()[:2]
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"sre@example.com {kind} {public}\n")
+    for setting in (("gpg.format", "ssh"), ("user.signingkey", str(key))):
+        subprocess.run([*git, "config", *setting], check=True)
+    name = f"merged-{namespace[-8:]}"
+    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-S", "-m", "signed: web to 2"], check=True)
+    remote.push()
+    signed_base = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    daemon = Daemon(
+        str(remote.bare),
+        tmp_path / "work",
+        kubeconfig,
+        "--interval",
+        "3600",
+        "--verify-signatures",
+        "ssh",
+        "--allowed-signers",
+        str(allowed),
+    )
+    daemons.append(daemon.start())
+    wait_for(lambda: record_commits(remote, name, "Succeeded"), 30, "the signed revision ran")
+    # the branch starts below the daemon's record commits: merging main into it then
+    # changes only records against the branch (its first parent)
+    subprocess.run([*git, "checkout", "-q", "-b", "wip", signed_base], check=True)
+    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 3))
+    subprocess.run(
+        [*git, "commit", "-q", "-a", "-S", "-m", "WIP: web to 3, do not merge"], check=True
+    )
+    subprocess.run([*git, "fetch", "-q", "origin"], check=True)
+    subprocess.run([*git, "merge", "-q", "--no-edit", "--no-ff", "origin/main"], check=True)
+    merge = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run([*git, "push", "-q", "--force", "origin", "HEAD:main"], check=True)
+    wait_for(lambda: merge in (remote.show("runs/_refused.md") or ""), 30, "the merge refused")
+    time.sleep(3)  # a run of the branch would have scaled by now
+    assert read_deployment(api, namespace, "web").spec.replicas == 2
+    assert len(record_commits(remote, name)) == 2  # only the signed revision's two records

@@ -158,9 +158,11 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
         "reconciler", "reconciler-system", {"spec": {"replicas": 0}}
     )
     wait_for(
-        lambda: not core.list_namespaced_pod(
-            "reconciler-system", label_selector="app.kubernetes.io/name=reconciler"
-        ).items,
+        lambda: (
+            not core.list_namespaced_pod(
+                "reconciler-system", label_selector="app.kubernetes.io/name=reconciler"
+            ).items
+        ),
         60,
         "the deployed daemon's pods gone",
     )
