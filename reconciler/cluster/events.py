@@ -90,6 +90,7 @@ class EventRecorder:
             await self.kube.call(
                 "event",
                 lambda: self.kube.request("POST", ns_path("v1", EVENT_NAMESPACE, "events"), body),
+                fenced=True,  # a leader past its lease writes nothing, Events included
             )
         except Exception as err:  # never let an Event break a run
             log.warning("could not record event %s on %s: %s", reason, meta["name"], err)

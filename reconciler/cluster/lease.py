@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from reconciler.kube.client import Kube
@@ -15,6 +16,7 @@ from reconciler.kube.errors import Conflict, KubeError
 from reconciler.kube.paths import ns_path
 
 log = logging.getLogger(__name__)
+FENCE_MARGIN = 3.0  # seconds before the lease could expire that writes stop
 
 
 def _now() -> str:
@@ -116,17 +118,27 @@ class LeaderElector:
                 self.is_leader.clear()
                 self.lost.set()
 
+    def fence_reason(self) -> str | None:
+        """Why this process may not write now (None: it may): not the leader, or its last
+        renewal is so old that another replica may already consider the lease expired."""
+        if not self.is_leader.is_set():
+            return "this process is not the leader"
+        age = time.monotonic() - self._last_renew
+        if age > self.duration - FENCE_MARGIN:
+            return f"the lease was last renewed {age:.0f}s ago: another replica may lead"
+        return None
+
     async def _campaign(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
+            sent = time.monotonic()  # the renewal counts from when it was asked for
             try:
                 won = await self.try_acquire()
             except KubeError as err:
                 log.warning("leader election: %s", err)
                 won = False
-            now = loop.time()
+            now = time.monotonic()
             if won:
-                self._last_renew = now
+                self._last_renew = sent
                 if not self.is_leader.is_set():
                     log.info("became leader (%s)", self.identity)
                     self.is_leader.set()

@@ -178,6 +178,7 @@ class Daemon:
         if not leader.done():
             leader.cancel()
             raise self.supervisor.failed.result()
+        self.kube.fence = elector.fence_reason  # from now on, writes only while leading
 
     async def _until_stopped(self) -> int:
         """Until leadership is lost or a task that may not restart fails: new steps stop at

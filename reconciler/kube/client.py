@@ -23,7 +23,7 @@ from kubernetes.dynamic import DynamicClient
 
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.attempt import Backoff, attempt
-from reconciler.kube.errors import NotFound, Unreachable, from_exception
+from reconciler.kube.errors import Fenced, NotFound, Unreachable, from_exception
 from reconciler.kube.origin import AttributedHeaders, attribute_requests
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ class Kube:
     _dynamic: DynamicClient | None = field(default=None, repr=False)
     dry_run_writes: list[DryRunWrite] = field(default_factory=list, repr=False)
     outage_budget: float = 120.0
+    # Why this process may not write now, or None: set by the leader elector, so that a
+    # leader frozen past its lease (a stalled node, a stopped process) writes nothing
+    # once it thaws, before it has even noticed that another replica leads.
+    fence: Callable[[], str | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.api.default_headers, AttributedHeaders):
@@ -96,13 +100,16 @@ class Kube:
         """A client on the same connection whose every write is dryRun=All."""
         return Kube(self.api, dry_run=True, capture_namespace=self.capture_namespace)
 
-    async def call(self, what: str, fn: Callable[[], T]) -> T:
+    async def call(self, what: str, fn: Callable[[], T], *, fenced: bool = False) -> T:
         """Run a blocking client call in a worker thread; raise its typed error. While the
         API server is unreachable (restarting, partitioned) keep trying with backoff for up
         to `outage_budget` seconds, so a short outage pauses runs instead of failing them;
-        the step's attempt timeout still bounds every wait."""
+        the step's attempt timeout still bounds every wait. `fenced`: a write, checked
+        against the fence before every try (an outage can outlast the lease)."""
 
         async def once(_: int) -> T:
+            if fenced:
+                self._check_fence(what)
             try:
                 return await asyncio.to_thread(fn)
             except Exception as err:
@@ -197,6 +204,11 @@ class Kube:
         except NotFound:
             return None
 
+    def _check_fence(self, what: str) -> None:
+        why = self.fence() if self.fence is not None else None
+        if why is not None:
+            raise Fenced(what, f"{what}: not written: {why}")
+
     def _write_query(self, query: dict[str, Any] | None) -> dict[str, Any]:
         merged = dict(query or {})
         merged.setdefault("fieldManager", FIELD_MANAGER)
@@ -214,7 +226,9 @@ class Kube:
         query: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         q = self._write_query(query)
-        result = await self.call(what, lambda: self.request(method, path, body, q, content_type))
+        result = await self.call(
+            what, lambda: self.request(method, path, body, q, content_type), fenced=True
+        )
         WRITES_DONE.set(WRITES_DONE.get() + 1)
         if self.dry_run:
             before = await self.find(what, path) if method != "POST" else None
@@ -240,7 +254,9 @@ class Kube:
         q = {"dryRun": "All"} if self.dry_run else {}
         q.update(query or {})
         try:
-            result = await self.call(what, lambda: self.request("DELETE", path, body, q))
+            result = await self.call(
+                what, lambda: self.request("DELETE", path, body, q), fenced=True
+            )
         except NotFound:
             if missing_ok:
                 return None  # already gone: deleting is idempotent

@@ -53,6 +53,10 @@ class ServerError(KubeError):
     """500: the API server failed; may succeed later."""
 
 
+class Fenced(KubeError):
+    """Not sent: this process may no longer write (its lease may have expired)."""
+
+
 class Rejected(KubeError):
     """Any other answer (400, 422 Invalid, 405, ...), or a request that could not be made."""
 

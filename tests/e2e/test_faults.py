@@ -5,8 +5,11 @@ slow remote; the API server down mid-run."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -363,4 +366,68 @@ def test_a_hung_remote_makes_the_daemon_unready_and_its_records_arrive_once_it_a
     report(
         f"\nhung remote: {push_retries(daemon):.0f} pushes killed at the 3 s --git-timeout;"
         " /readyz 503 meanwhile; both records pushed once the remote answered"
+    )
+
+
+def test_a_leader_frozen_past_its_lease_writes_nothing_once_it_thaws(
+    api, namespace, kubeconfig, remote, daemons, own_node, audit_log, tmp_path: Path
+) -> None:
+    """The leader is frozen (SIGSTOP: a stalled node, a paused VM) mid-drain, its
+    evictions refused by a PodDisruptionBudget and retried. The standby takes the lease and
+    the run over. When the old leader thaws, its timers are all overdue and its drain is
+    due to try again before it has noticed that it lost: the lease fences it, and the audit
+    log shows no write of the run's from it after the thaw (reads may go out). It exits
+    (2)."""
+    if audit_log is None:
+        pytest.skip("needs the e2e cluster's audit log (not an external cluster)")
+    deployment(api, namespace, "web", replicas=1)
+    deployment(api, namespace, "guarded", replicas=2, node=own_node)
+    policy = k8s.PolicyV1Api(api)
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
+        },
+    )
+    ha = ("--interval", "2", "--leader-elect", "--lease-namespace", namespace)
+    a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
+    daemons.append(a)
+    b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b")
+    daemons.append(b.start(wait_ready=False))
+    remote.write(
+        "workflows/frozen.yaml",
+        f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: frozen}}
+spec:
+  steps:
+    - {{name: drain, action: DrainNode, target: {{name: {own_node}}}, timeout: 5m}}
+    - {{name: uncordon, action: UncordonNode, dependsOn: [drain], target: {{name: {own_node}}}}}
+""",
+    )
+    remote.commit_all("a drain the budget blocks")
+    run_id = run_at_step(api, remote, "frozen", "drain")
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "resuming" in b.logs(), 60, "the standby took the run over")
+        time.sleep(12)  # the old leader's eviction retry (at most 10 s apart) is now overdue
+    finally:
+        thawed = datetime.now(UTC)
+        os.kill(a.pid, signal.SIGCONT)
+    assert a.proc.wait(timeout=30) == 2, a.logs()[-2000:]  # leadership lost: exit 2
+    policy.patch_namespaced_pod_disruption_budget(
+        "guarded", namespace, {"spec": {"minAvailable": 0}}
+    )
+    wait_for(lambda: record_commits(remote, "frozen", "Succeeded"), 90, "the standby finished")
+    audit = AuditLog(audit_log)
+    audit.settle(api)
+    late = [
+        r for r in audit.of_run(run_id) if r.pid == a.pid and r.mutating and r.received > thawed
+    ]
+    assert late == [], "the old leader wrote after it thawed:\n" + "\n".join(map(str, late))
+    fenced = "not written: the lease was last renewed" in a.logs()
+    report(
+        "\nfrozen leader: thawed after the standby took over; no write of the run from it"
+        f" after the thaw ({'its write was fenced' if fenced else 'it noticed the loss first'})"
     )
