@@ -10,6 +10,7 @@ WorkflowExecutions. Desired minus applied is the queue.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -21,6 +22,13 @@ from reconciler.manifest.loader import YAML_SUFFIXES, LoadResult, load_text, rej
 from reconciler.manifest.policy import Policy
 
 SYMLINK_MODE = "120000"
+# Per revision, all workflow files together: a push of many small, compressible files must
+# not take the daemon's memory (40 files of 8 MiB each took 714 MB) or time.
+MAX_REVISION_BYTES = 64 * 1024 * 1024
+MAX_REVISION_NODES = 4_000_000
+# Below the 15 s lease, so the event loop (and the lease's renewals) never wait on a parse
+# (parsing runs in a worker thread); a file that takes longer is refused.
+PARSE_DEADLINE = 10.0
 
 
 @dataclass
@@ -32,6 +40,11 @@ class ManifestCache:
     async def desired(self, git: GitRepo, commit: str, folder: str) -> LoadResult:
         tree = [e for e in await git.ls_tree(commit, folder) if e.path.endswith(YAML_SUFFIXES)]
         tree = [e for e in tree if not any(p.startswith(".") for p in PurePosixPath(e.path).parts)]
+        total = sum(e.size for e in tree)
+        if total > MAX_REVISION_BYTES:
+            return revision_refused(
+                folder, f"{total:,} bytes of workflow files, over the {MAX_REVISION_BYTES:,}"
+            )
         fresh = [e for e in tree if (e.path, e.sha) not in self.entries]
         readable = [e for e in fresh if self._precheck(e) is None]
         blobs = await git.read_blobs(sorted({e.sha for e in readable}))
@@ -40,8 +53,8 @@ class ManifestCache:
             if problem is not None:
                 self.entries[(entry.path, entry.sha)] = LoadResult(issues=[problem])
             else:
-                self.entries[(entry.path, entry.sha)] = load_text(
-                    blobs[entry.sha], entry.path, self.policy
+                self.entries[(entry.path, entry.sha)] = await self._parse(
+                    blobs[entry.sha], entry.path
                 )
                 self.parsed += 1
         current = {(e.path, e.sha) for e in tree}
@@ -49,10 +62,21 @@ class ManifestCache:
             del self.entries[key]  # keep memory bounded by the repository, not its history
         combined = LoadResult()
         for entry in sorted(tree, key=lambda e: e.path):
-            cached = self.entries[(entry.path, entry.sha)]
-            combined.workflows.extend(cached.workflows)
-            combined.issues.extend(cached.issues)
+            combined.extend(self.entries[(entry.path, entry.sha)])
+        if combined.nodes > MAX_REVISION_NODES:
+            return revision_refused(
+                folder, f"{combined.nodes:,} YAML nodes, over the {MAX_REVISION_NODES:,}"
+            )
         return reject_duplicate_names(combined)
+
+    async def _parse(self, raw: bytes, path: str) -> LoadResult:
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(load_text, raw, path, self.policy), PARSE_DEADLINE
+            )
+        except TimeoutError:
+            message = f"took over {PARSE_DEADLINE:g} s to parse: not run (make it smaller)"
+            return LoadResult(issues=[ManifestIssue(path, 0, 0, message)])
 
     @staticmethod
     def _precheck(entry: TreeEntry) -> ManifestIssue | None:
@@ -68,3 +92,9 @@ class ManifestCache:
                 entry.path, 0, 0, f"file is {entry.size:,} bytes, over the {limit} MiB limit"
             )
         return None
+
+
+def revision_refused(folder: str, what: str) -> LoadResult:
+    """Nothing of a revision over a limit runs; the one issue says why."""
+    message = f"this revision's {folder} holds {what} limit: nothing in it runs until it shrinks"
+    return LoadResult(issues=[ManifestIssue(folder, 0, 0, message)])

@@ -43,10 +43,12 @@ class LoadedWorkflow:
 class LoadResult:
     workflows: list[LoadedWorkflow] = field(default_factory=list)
     issues: list[ManifestIssue] = field(default_factory=list)
+    nodes: int = 0  # what parsing it built, aliases expanded (the revision limit adds these)
 
     def extend(self, other: LoadResult) -> None:
         self.workflows.extend(other.workflows)
         self.issues.extend(other.issues)
+        self.nodes += other.nodes
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ def load_text(raw: bytes | str, file: str, policy: Policy | None = None) -> Load
     except yamlsource.YamlProblem as problem:
         result.issues.append(ManifestIssue(file, problem.line, problem.column, problem.message))
         return result
+    result.nodes = sum(doc.nodes for doc in documents)
     for doc in documents:
         loaded, issues = _load_document(doc, file, policy)
         result.issues.extend(issues)

@@ -22,7 +22,7 @@ from reconciler.manifest.errors import FieldPath
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 1_000_000
+MAX_NODES = 1_000_000  # per file, all its documents together (aliases expanded)
 
 
 class YamlProblem(Exception):
@@ -40,6 +40,7 @@ class Document:
     data: Any  # plain dict/list/str/int/float/bool/None
     node: Any  # the ruamel node, kept for positions
     line: int  # where the document starts, 1-based
+    nodes: int = 0  # its size with aliases expanded
 
     def locate(self, path: FieldPath) -> tuple[int, int]:
         """Best (line, column) for a field path: the deepest part of it that exists."""
@@ -79,12 +80,14 @@ def parse_documents(text: str) -> Iterator[Document]:
     try:
         if _might_nest_deeper_than_limit(text):
             _check_depth_iteratively(yaml, text)
+        total = 0  # the limit is per file: 32 documents of a million nodes each are a bomb too
         for node in yaml.load_all(text):
             if node is None:
                 continue
             line = node.lc.line + 1 if isinstance(node, (CommentedMap, CommentedSeq)) else 1
-            _check_size(node)
-            yield Document(data=_to_plain(node, 0), node=node, line=line)
+            nodes = _check_size(node, MAX_NODES - total)
+            total += nodes
+            yield Document(data=_to_plain(node, 0), node=node, line=line, nodes=nodes)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         parts = [p for p in (err.context, err.problem) if p]
@@ -135,9 +138,10 @@ def _check_depth_iteratively(yaml: YAML, text: str) -> None:
             depth -= 1
 
 
-def _check_size(root: Any) -> None:
-    """Reject alias bombs before expanding them: sizes are memoised per shared node, so this
-    costs one visit per distinct node however large the expansion would be."""
+def _check_size(root: Any, budget: int) -> int:
+    """The document's size with aliases expanded, rejected over `budget` before anything is
+    expanded: sizes are memoised per shared node, so this costs one visit per distinct node
+    however large the expansion would be."""
     sizes: dict[int, int] = {}
 
     def size(node: Any, depth: int) -> int:
@@ -154,10 +158,11 @@ def _check_size(root: Any) -> None:
         return known
 
     total = size(root, 0)
-    if total > MAX_NODES:
+    if total > budget:
         raise YamlProblem(
-            f"document expands to {total:,} nodes, over the {MAX_NODES:,} limit (YAML alias bomb?)"
+            f"the file expands to over {MAX_NODES:,} nodes, the limit per file (a YAML alias bomb?)"
         )
+    return total
 
 
 def _to_plain(node: Any, depth: int) -> Any:

@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from daemonhelp import (
     Daemon,
@@ -250,3 +251,33 @@ def test_an_unsigned_merge_cannot_make_a_signed_work_in_progress_commit_live(
     time.sleep(3)  # a run of the branch would have scaled by now
     assert read_deployment(api, namespace, "web").spec.replicas == 2
     assert len(record_commits(remote, name)) == 2  # only the signed revision's two records
+
+
+def test_a_push_of_many_large_compressible_files_is_refused_unread(
+    api, kubeconfig, remote, daemons, tmp_path
+) -> None:
+    """Nine workflow files just under the 8 MiB file limit, a few KB once compressed in the
+    push: the revision is over the 64 MiB revision limit, so nothing of it is read or run,
+    the refusal is recorded in runs/_errors.md, and the daemon stays small and up. (Forty
+    such files once took the daemon to 714 MB and 162 s of parsing on its event loop.)"""
+    daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600")
+    daemons.append(daemon.start())
+    line = "# " + "x" * 1021 + "\n"  # 1 KiB of comment
+    body = line * (8 * 1024 - 1)  # just under 8 MiB
+    for i in range(9):
+        remote.write(f"workflows/big-{i}.yaml", body)
+    remote.commit_all("nine large files")
+    wait_for(
+        lambda: "over the 67,108,864 limit" in (remote.show("runs/_errors.md") or ""),
+        60,
+        "the revision refused",
+    )
+    rss_kib = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    )
+    assert rss_kib < 200 * 1024, f"peak RSS {rss_kib // 1024} MiB"
+    assert daemon.get("/healthz")[0] == 200
