@@ -40,7 +40,8 @@ class ManifestCache:
     async def desired(self, git: GitRepo, commit: str, folder: str) -> LoadResult:
         tree = [e for e in await git.ls_tree(commit, folder) if e.path.endswith(YAML_SUFFIXES)]
         tree = [e for e in tree if not any(p.startswith(".") for p in PurePosixPath(e.path).parts)]
-        total = sum(e.size for e in tree)
+        # what would be read: a file over its own limit is reported alone and never read
+        total = sum(e.size for e in tree if self._precheck(e) is None)
         if total > MAX_REVISION_BYTES:
             return revision_refused(
                 folder, f"{total:,} bytes of workflow files, over the {MAX_REVISION_BYTES:,}"

@@ -191,6 +191,10 @@ class Daemon:
             )
         if delivery:
             headers["X-GitHub-Delivery"] = delivery
+        return self.post_hook(body, headers)
+
+    def post_hook(self, body: bytes, headers: dict[str, str]) -> int:
+        """POST /hooks/git with exactly these headers; the HTTP status."""
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/hooks/git", data=body, headers=headers, method="POST"
         )
@@ -242,6 +246,29 @@ def daemons(tmp_path: Path):
     yield started
     for d in started:
         d.stop()
+
+
+def webhook_daemon(remote: Remote, tmp_path: Path, kubeconfig: str, secret: bytes) -> Daemon:
+    """A daemon on a file:// URL (treated as remote: no local watcher, only polling, 1 h,
+    and the webhook) that takes webhooks signed with `secret`; started."""
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_bytes(secret)
+    return Daemon(
+        f"file://{remote.bare}",
+        tmp_path / "work",
+        kubeconfig,
+        *("--interval", "3600", "--webhook-secret-file", str(secret_file)),
+    ).start()
+
+
+def leader_and_standby(
+    remote: Remote, tmp_path: Path, kubeconfig: str, lease_namespace: str
+) -> tuple[Daemon, Daemon]:
+    """Two daemons with --leader-elect on one Lease: `a` started first (it leads), then `b`."""
+    ha = ("--interval", "2", "--leader-elect", "--lease-namespace", lease_namespace)
+    a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
+    b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b")
+    return a, b.start(wait_ready=False)
 
 
 def scale_workflow(

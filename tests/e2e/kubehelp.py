@@ -223,6 +223,23 @@ def wait_rollout(api: k8s.ApiClient, namespace: str, name: str, timeout: float =
     wait_for(done, timeout, f"deployment {namespace}/{name} rollout")
 
 
+def guarded_by_budget(api: k8s.ApiClient, namespace: str, node: str) -> Callable[[], None]:
+    """A Deployment `guarded` of two pods on `node` whose PodDisruptionBudget refuses every
+    eviction (a drain of the node retries 429s); returns what relaxes the budget."""
+    deployment(api, namespace, "guarded", replicas=2, node=node)
+    policy = k8s.PolicyV1Api(api)
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
+        },
+    )
+    return lambda: policy.patch_namespaced_pod_disruption_budget(
+        "guarded", namespace, {"spec": {"minAvailable": 0}}
+    )
+
+
 def read_deployment(api: k8s.ApiClient, namespace: str, name: str) -> Any:
     return k8s.AppsV1Api(api).read_namespaced_deployment(name, namespace)
 

@@ -14,8 +14,6 @@ import json
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from daemonhelp import (
@@ -24,6 +22,7 @@ from daemonhelp import (
     record_commits,
     remote,  # noqa: F401  (fixture)
     scale_workflow,
+    webhook_daemon,
 )
 from kubehelp import (
     api,  # noqa: F401  (fixture)
@@ -132,18 +131,8 @@ def test_webhook_callers_cannot_flood_stall_or_replay_the_daemon(
     connections is capped and the daemon still answers; a replayed body is refused; GitLab's
     token and Gitea's signature are understood."""
     secret = b"webhook-secret-e2e"
-    secret_file = tmp_path / "webhook-secret"
-    secret_file.write_bytes(secret)
-    daemon = Daemon(
-        f"file://{remote.bare}",
-        tmp_path / "work",
-        kubeconfig,
-        "--interval",
-        "3600",
-        "--webhook-secret-file",
-        str(secret_file),
-    )
-    daemons.append(daemon.start())
+    daemon = webhook_daemon(remote, tmp_path, kubeconfig, secret)
+    daemons.append(daemon)
     port = daemon.port
     head = b"POST /hooks/git HTTP/1.1\r\nHost: x\r\n"
     negative = raw_http(port, head + b"Content-Length: -1\r\n\r\n" + b"x" * 4096)
@@ -177,21 +166,10 @@ def test_webhook_callers_cannot_flood_stall_or_replay_the_daemon(
     assert daemon.webhook(body, secret) == 409  # the same signed content again
     other = json.dumps({"ref": "refs/heads/main", "after": "2" * 40}).encode()
     gitea = hmac.new(secret, other, hashlib.sha256).hexdigest()
-    assert post(port, other, {"X-Gitea-Signature": gitea}) == 202
+    assert daemon.post_hook(other, {"X-Gitea-Signature": gitea}) == 202
     third = json.dumps({"ref": "refs/heads/main", "after": "3" * 40}).encode()
-    assert post(port, third, {"X-Gitlab-Token": "wrong"}) == 401
-    assert post(port, third, {"X-Gitlab-Token": secret.decode()}) == 202
-
-
-def post(port: int, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/hooks/git", data=body, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return answer.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    assert daemon.post_hook(third, {"X-Gitlab-Token": "wrong"}) == 401
+    assert daemon.post_hook(third, {"X-Gitlab-Token": secret.decode()}) == 202
 
 
 def test_an_unsigned_merge_cannot_make_a_signed_work_in_progress_commit_live(

@@ -14,12 +14,14 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     Daemon,
     Remote,
     daemons,
+    leader_and_standby,
     record_commits,
     remote,
     run_at_step,
     run_cli,
     scale_workflow,
     sh,
+    webhook_daemon,
 )
 from figures import report
 from kubehelp import (  # noqa: F401
@@ -28,6 +30,7 @@ from kubehelp import (  # noqa: F401
     deployment,
     execution,
     fake_node,
+    guarded_by_budget,
     own_node,
     read_deployment,
     wait_for,
@@ -128,18 +131,7 @@ def test_webhook_signature_and_immediate_sync(
 ) -> None:
     deployment(api, namespace, "web", replicas=1)
     secret = uuid.uuid4().hex.encode()
-    secret_file = tmp_path / "webhook-secret"
-    secret_file.write_bytes(secret)
-    # a file:// URL is treated as remote: no local watcher, only polling (1h) and the webhook
-    daemon = Daemon(
-        f"file://{remote.bare}",
-        tmp_path / "work",
-        kubeconfig,
-        "--interval",
-        "3600",
-        "--webhook-secret-file",
-        str(secret_file),
-    ).start()
+    daemon = webhook_daemon(remote, tmp_path, kubeconfig, secret)
     daemons.append(daemon)
     remote.write("workflows/scale.yaml", scale_workflow("hooked", namespace, 2))
     remote.commit_all("scale")
@@ -428,20 +420,9 @@ def test_two_replicas_one_leader_and_failover(
     api, namespace, kubeconfig, remote, daemons, own_node, audit_log, tmp_path: Path
 ) -> None:
     deployment(api, namespace, "web", replicas=1)
-    deployment(api, namespace, "guarded", replicas=2, node=own_node)
-    policy = k8s.PolicyV1Api(api)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {
-            "metadata": {"name": "guarded"},
-            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
-        },
-    )
-    ha = ("--interval", "2", "--leader-elect", "--lease-namespace", namespace)
-    a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
-    daemons.append(a)
-    b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b").start(wait_ready=False)
-    daemons.append(b)
+    relax_budget = guarded_by_budget(api, namespace, own_node)
+    a, b = leader_and_standby(remote, tmp_path, kubeconfig, namespace)
+    daemons.extend([a, b])
     remote.write(
         "workflows/ha.yaml",
         f"""apiVersion: reconciler.dev/v1alpha1
@@ -460,9 +441,7 @@ spec:
     assert b.get("/readyz")[0] == 503  # the standby has not synced
     a.kill()  # the leader dies mid-run
     lives = [ended(Life(a.pid, "leader"), checkpoint_of(api, run_id)), Life(b.pid, "standby")]
-    policy.patch_namespaced_pod_disruption_budget(
-        "guarded", namespace, {"spec": {"minAvailable": 0}}
-    )
+    relax_budget()
     wait_for(
         lambda: record_commits(remote, "ha", "Succeeded"), 90, "the standby took over and finished"
     )

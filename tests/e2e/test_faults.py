@@ -18,6 +18,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     Daemon,
     Remote,
     daemons,
+    leader_and_standby,
     record_commits,
     remote,
     run_at_step,
@@ -29,12 +30,12 @@ from kubehelp import (  # noqa: F401  (fixtures)
     api,
     deployment,
     execution,
+    guarded_by_budget,
     own_node,
     read_deployment,
     run_ids,
     wait_for,
 )
-from kubernetes import client as k8s
 
 REJECT_DAEMON_PUSHES = (
     "#!/bin/sh\nwhile read old new ref; do\n"
@@ -254,15 +255,7 @@ def test_api_server_down_for_20s_mid_run_pauses_then_completes(
             "stopping the API server needs the suite's own kwok cluster, not an external one"
         )
     deployment(api, namespace, "web", replicas=1)
-    deployment(api, namespace, "guarded", replicas=2, node=own_node)
-    policy = k8s.PolicyV1Api(api)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {
-            "metadata": {"name": "guarded"},
-            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
-        },
-    )
+    relax_budget = guarded_by_budget(api, namespace, own_node)
     daemon = Daemon(str(remote.bare), tmp_path / "work", kubeconfig, "--interval", "3600").start()
     daemons.append(daemon)
     name = f"outage-{namespace[-8:]}"
@@ -293,7 +286,7 @@ spec:
         # tests after this one find the cluster as this one found it
         kwok_cluster.start()
     wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "ready again")
-    wait_for(lambda: _relax(policy, namespace), 60, "PDB relaxed once the API is back")
+    wait_for(lambda: _succeeds(relax_budget), 60, "PDB relaxed once the API is back")
     wait_for(
         lambda: any(s.startswith(f"reconciler: {name} {run_id} Succeeded") for s in remote.log()),
         120,
@@ -303,13 +296,11 @@ spec:
     assert status["phase"] == "Succeeded" and status["progress"] == "3/3"
 
 
-def _relax(policy, namespace: str) -> bool:
+def _succeeds(call) -> bool:
     try:
-        policy.patch_namespaced_pod_disruption_budget(
-            "guarded", namespace, {"spec": {"minAvailable": 0}}
-        )
+        call()
         return True
-    except Exception:
+    except Exception:  # the API server is still coming back
         return False
 
 
@@ -381,20 +372,9 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_once_it_thaws(
     if audit_log is None:
         pytest.skip("needs the e2e cluster's audit log (not an external cluster)")
     deployment(api, namespace, "web", replicas=1)
-    deployment(api, namespace, "guarded", replicas=2, node=own_node)
-    policy = k8s.PolicyV1Api(api)
-    policy.create_namespaced_pod_disruption_budget(
-        namespace,
-        {
-            "metadata": {"name": "guarded"},
-            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}},
-        },
-    )
-    ha = ("--interval", "2", "--leader-elect", "--lease-namespace", namespace)
-    a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
-    daemons.append(a)
-    b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b")
-    daemons.append(b.start(wait_ready=False))
+    relax_budget = guarded_by_budget(api, namespace, own_node)
+    a, b = leader_and_standby(remote, tmp_path, kubeconfig, namespace)
+    daemons.extend([a, b])
     remote.write(
         "workflows/frozen.yaml",
         f"""apiVersion: reconciler.dev/v1alpha1
@@ -416,9 +396,7 @@ spec:
         thawed = datetime.now(UTC)
         os.kill(a.pid, signal.SIGCONT)
     assert a.proc.wait(timeout=30) == 2, a.logs()[-2000:]  # leadership lost: exit 2
-    policy.patch_namespaced_pod_disruption_budget(
-        "guarded", namespace, {"spec": {"minAvailable": 0}}
-    )
+    relax_budget()
     wait_for(lambda: record_commits(remote, "frozen", "Succeeded"), 90, "the standby finished")
     audit = AuditLog(audit_log)
     audit.settle(api)

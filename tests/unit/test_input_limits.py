@@ -103,3 +103,20 @@ def test_parsing_runs_off_the_event_loop_within_a_deadline(
     (issue,) = result.issues
     assert "took over 0.3 s to parse" in issue.message
     assert ticks >= 5, "the event loop stood still while a file was parsed"
+
+
+def test_a_file_over_its_own_limit_does_not_count_against_the_revision() -> None:
+    """It is refused alone (and never read); the rest of the revision runs."""
+    valid = (
+        b"apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\nmetadata: {name: ok}\nspec:\n"
+        b"  steps:\n    - {name: s, action: ScaleDeployment, target: {namespace: ns, name: web},"
+        b" params: {replicas: 1}}\n"
+    )
+    git = FakeGit(
+        {"workflows/huge.yaml": b"", "workflows/ok.yaml": valid},
+        {"workflows/huge.yaml": 100 * 1024 * 1024},
+    )
+    result = desired_of(git)
+    assert [w.name for w in result.workflows] == ["ok"]
+    (issue,) = result.issues
+    assert issue.file == "workflows/huge.yaml" and "over the 8 MiB limit" in issue.message
