@@ -165,13 +165,17 @@ class Daemon:
         self.proc = subprocess.Popen(
             self.args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env
         )
-        wait_for(
-            lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None,
-            30,
-            "daemon /healthz",
-        )
-        if wait_ready:
-            wait_for(lambda: self.get("/readyz")[0] == 200, 60, "daemon /readyz")
+        try:
+            wait_for(
+                lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None,
+                30,
+                "daemon /healthz",
+            )
+            if wait_ready:
+                wait_for(lambda: self.get("/readyz")[0] == 200, 60, "daemon /readyz")
+        except BaseException:  # not handed to the test, so no fixture would ever stop it
+            self.stop()
+            raise
         return self
 
     def get(self, path: str) -> tuple[int, str]:
