@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from reconciler import DEFAULT_NAMESPACE
+from reconciler.cluster.keys import execution_key
 from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.cluster.run import AlreadyRun, run_in_cluster
 from reconciler.commands.common import (
@@ -30,12 +31,13 @@ from reconciler.observability.progress import progress_for
 async def _run_all(workflows: list[LoadedWorkflow], kube: Kube, global_limit: int | None) -> int:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
     await ensure_namespace(kube, kube.capture_namespace)
+    key = await execution_key(kube)  # once, not once per workflow run at the same time
     engine = Engine(global_limit=global_limit)  # actions are bound per run (owner refs)
     progress = progress_for(sys.stdout)
 
     async def one(loaded: LoadedWorkflow) -> str:
         try:
-            record = await run_in_cluster(kube, engine, loaded, hooks=[progress.hook])
+            record = await run_in_cluster(kube, engine, loaded, hooks=[progress.hook], key=key)
             return record.phase.value
         except AlreadyRun as done:
             print(

@@ -40,17 +40,18 @@ class ManifestCache:
     async def desired(self, git: GitRepo, commit: str, folder: str) -> LoadResult:
         tree = [e for e in await git.ls_tree(commit, folder) if e.path.endswith(YAML_SUFFIXES)]
         tree = [e for e in tree if not any(p.startswith(".") for p in PurePosixPath(e.path).parts)]
+        problems = {e: self._precheck(e) for e in tree}
         # what would be read: a file over its own limit is reported alone and never read
-        total = sum(e.size for e in tree if self._precheck(e) is None)
+        total = sum(e.size for e in tree if problems[e] is None)
         if total > MAX_REVISION_BYTES:
             return revision_refused(
                 folder, f"{total:,} bytes of workflow files, over the {MAX_REVISION_BYTES:,}"
             )
         fresh = [e for e in tree if (e.path, e.sha) not in self.entries]
-        readable = [e for e in fresh if self._precheck(e) is None]
+        readable = [e for e in fresh if problems[e] is None]
         blobs = await git.read_blobs(sorted({e.sha for e in readable}))
         for entry in fresh:
-            problem = self._precheck(entry)
+            problem = problems[entry]
             if problem is not None:
                 self.entries[(entry.path, entry.sha)] = LoadResult(issues=[problem])
             else:
