@@ -66,9 +66,7 @@ class RecordWriter:
     def pending_paths(self) -> set[str]:
         """Every repository path a spooled, not yet pushed record commit writes."""
         paths: set[str] = set()
-        for spooled in self.spool.glob("*.json"):
-            if spooled.name == PUSHED_MARKER:
-                continue
+        for spooled in self._spooled():
             with contextlib.suppress(OSError, ValueError, KeyError):
                 paths.update(self._load(spooled)[0])
         return paths
@@ -89,12 +87,7 @@ class RecordWriter:
         }
         final = self.spool / f"{self._seq:012d}-{os.getpid()}.json"
         self._seq += 1
-        tmp = final.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(entry, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(final)
+        self._write_atomically(final, json.dumps(entry))
         self._enqueue(final)
 
     async def run(self) -> None:
