@@ -97,7 +97,11 @@ def main() -> int:
     work.mkdir(parents=True)
     bare, clone = make_remote(work)
     port = free_port()
-    say(f"starting the daemon: reconciler daemon --repo {bare} --listen 127.0.0.1:{port}")
+    policy = Path(__file__).resolve().parent / "policy.yaml"
+    say(
+        f"starting the daemon: reconciler daemon --repo {bare} --listen 127.0.0.1:{port}"
+        " --policy demo/policy.yaml"
+    )
     log_path = work / "daemon.log"
     daemon = subprocess.Popen(
         [
@@ -117,6 +121,8 @@ def main() -> int:
             "text",
             "--max-concurrent-workflows",
             "5",
+            "--policy",
+            str(policy),
         ],
         stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,

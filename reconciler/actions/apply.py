@@ -58,6 +58,13 @@ class Apply(Action):
                 raise ValueError(
                     f"{what} is namespaced: set metadata.namespace or target.namespace"
                 )
+            if not resource.namespaced and namespace:
+                # the API server ignores a namespace on a cluster-scoped kind: the policy
+                # judged it as confined to that namespace, so it must not be applied
+                raise ValueError(
+                    f"{what} is cluster-scoped: a namespace does not confine it; remove"
+                    " metadata.namespace and list the kind under cluster.kinds in the policy"
+                )
             return resource.path(
                 name=meta["name"], namespace=namespace if resource.namespaced else None
             )

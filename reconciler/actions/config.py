@@ -25,6 +25,7 @@ from reconciler.actions.base import (
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import Kube
+from reconciler.kube.origin import acting_as
 from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import StepBase
 
@@ -144,7 +145,8 @@ class UpdateSecret(DataAction):
         namespace, name = self._capture_ref(kube, ctx, step)
         body = owned_secret(namespace, name, run_labels(ctx, step), owner, original)
         what = f"capture secret {namespace}/{name}"
-        await create_owned(kube, what, ns_path("v1", namespace, "secrets"), body, owner)
+        with acting_as(None):  # the daemon's own Secret, not the tenant's
+            await create_owned(kube, what, ns_path("v1", namespace, "secrets"), body, owner)
         return {
             "keys": {k: digest(base64.b64decode(v)) for k, v in sorted(original.items())},
             "captureSecret": f"{namespace}/{name}",
@@ -184,9 +186,10 @@ class UpdateSecret(DataAction):
 
     async def _original(self, kube: Kube, captured: Captured) -> dict[str, str]:
         namespace, name = captured["captureSecret"].split("/", 1)
-        secret = await kube.get(
-            f"capture secret {namespace}/{name}", ns_path("v1", namespace, "secrets", name)
-        )
+        with acting_as(None):
+            secret = await kube.get(
+                f"capture secret {namespace}/{name}", ns_path("v1", namespace, "secrets", name)
+            )
         return secret.get("data") or {}
 
     async def apply(

@@ -18,6 +18,7 @@ from reconciler.engine.errors import ActionError
 from reconciler.engine.interface import StepContext
 from reconciler.kube.client import DryRunWrite, Kube
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.policy import Policy
 
 NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 
@@ -54,8 +55,10 @@ def diff_write(write: DryRunWrite) -> str:
     return f"  {write.what}:\n" + "\n".join("    " + line for line in lines)
 
 
-async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow) -> list[str]:
-    actions = KubeActions(kube)
+async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow, policy: Policy) -> list[str]:
+    """Each step's writes as dryRun=All, as the tenant account the step would act as: the
+    API server answers what that account may do."""
+    actions = KubeActions(kube, account_for=policy.account_for)
     order, _ = Dag.from_workflow(loaded.workflow).simulate(loaded.workflow.spec.max_concurrent)
     steps = {s.name: s for s in loaded.workflow.spec.steps}
     out = [
@@ -78,11 +81,11 @@ async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow) -> list[str]:
     return out
 
 
-def server_dry_run(workflows: list[LoadedWorkflow], kube: Kube) -> str:
+def server_dry_run(workflows: list[LoadedWorkflow], kube: Kube, policy: Policy) -> str:
     async def main() -> list[str]:
         lines: list[str] = []
         for loaded in workflows:
-            lines.extend(await dry_run_workflow(kube, loaded))
+            lines.extend(await dry_run_workflow(kube, loaded, policy))
             lines.append("")
         return lines
 

@@ -44,7 +44,10 @@ def job_body(
             "name": name,
             "namespace": namespace,
             "labels": labels,
-            "ownerReferences": [owner] if owner else [],
+            # made by the step's tenant account, which may not update the execution's
+            # finalizers (what blockOwnerDeletion asks, under OwnerReferencesPermission-
+            # Enforcement); executions are deleted in the background, so it is not needed
+            "ownerReferences": [{**owner, "blockOwnerDeletion": False}] if owner else [],
         },
         "spec": job_spec,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from reconciler import failpoints
@@ -19,7 +19,7 @@ from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import WRITES_DONE, Kube
 from reconciler.kube.errors import KubeError
-from reconciler.kube.origin import request_origin
+from reconciler.kube.origin import acting_as, request_origin, service_account_user
 from reconciler.manifest.schema import ACTIONS, StepBase
 
 REGISTRY: dict[str, Action] = {
@@ -41,20 +41,41 @@ REGISTRY: dict[str, Action] = {
 assert set(REGISTRY) == set(ACTIONS), "every action in the schema needs an implementation"
 
 
+# A step -> (namespace, name) of the ServiceAccount its calls impersonate (Policy.account_for).
+AccountFor = Callable[[StepBase], tuple[str, str]]
+
+
 class KubeActions:
     """The engine's Actions, against a real cluster. One per run: `owner` is the run's
-    WorkflowExecution (an ownerReference), so the Jobs and Secrets a run creates go with it."""
+    WorkflowExecution (an ownerReference), so the Jobs and Secrets a run creates go with it.
+    Every call of a step impersonates the tenant ServiceAccount `account_for` names, so the
+    API server, with that account's RBAC, decides what the step may do; None: the caller's
+    own identity (tests of the actions alone)."""
 
-    def __init__(self, kube: Kube, owner: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        owner: dict[str, Any] | None = None,
+        account_for: AccountFor | None = None,
+    ) -> None:
         self.kube = kube
         self.owner = owner
+        self.account_for = account_for
+
+    def _as(self, step: StepBase, ctx: StepContext, op: str) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(request_origin(_origin(ctx, step, op)))
+        if self.account_for is not None:
+            stack.enter_context(acting_as(service_account_user(*self.account_for(step))))
+        stack.enter_context(_as_engine_errors())
+        return stack
 
     @staticmethod
     def _impl(step: StepBase) -> Action:
         return REGISTRY[step.action]  # type: ignore[attr-defined]
 
     async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
-        with request_origin(_origin(ctx, step, "capture")), _as_engine_errors():
+        with self._as(step, ctx, "capture"):
             return await self._impl(step).capture(self.kube, step, ctx, self.owner)
 
     async def apply(
@@ -63,7 +84,7 @@ class KubeActions:
         failpoints.reached(f"captured:{step.name}")  # the engine made the capture durable
         before = WRITES_DONE.get()
         try:
-            with request_origin(_origin(ctx, step, "apply")), _as_engine_errors():
+            with self._as(step, ctx, "apply"):
                 result = await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
         except PermanentError as err:
             if WRITES_DONE.get() > before and not err.changed:
@@ -77,13 +98,13 @@ class KubeActions:
     ) -> dict[str, Any] | None:
         if self.kube.dry_run:
             return None  # nothing changed, so nothing to wait for
-        with request_origin(_origin(ctx, step, "wait")), _as_engine_errors():
+        with self._as(step, ctx, "wait"):
             result = await self._impl(step).wait(self.kube, step, captured, ctx)
         failpoints.reached(f"waited:{step.name}")
         return result
 
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
-        with request_origin(_origin(ctx, step, "undo")), _as_engine_errors():
+        with self._as(step, ctx, "undo"):
             note = await self._impl(step).undo(self.kube, step, captured, ctx, self.owner)
         failpoints.reached(f"undone:{step.name}")
         return note

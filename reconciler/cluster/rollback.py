@@ -73,7 +73,9 @@ async def rollback_run(
     complete = await run_rollback(
         record=record,
         steps={s.name: s for s in workflow.spec.steps},
-        actions=KubeActions(kube, owner_reference(execution)),
+        actions=KubeActions(
+            kube, owner_reference(execution), (policy or Policy()).account_for
+        ),
         policy=workflow.spec.rollback,
         reason="ManualRollback",
         clock=clock,

@@ -166,15 +166,19 @@ async def run_in_cluster(
     cancel: asyncio.Event | None = None,
     labels: dict[str, str] | None = None,
     key: bytes | None = None,
+    policy: Policy,
 ) -> RunRecord:
     """Run (or resume, if its WorkflowExecution exists unfinished) one workflow. `key`
-    signs its execution (default: this installation's, read from the cluster).
+    signs its execution (default: this installation's, read from the cluster). Each step
+    acts as the tenant ServiceAccount `policy` names for its namespace (impersonation).
 
     The run is cancelled and rolled back when its WorkflowExecution is deleted or when
     `cancel` is set (the daemon does that when the workflow is deleted from git).
     """
     with request_origin(f"run/{loaded.run_id}"):  # steps add theirs (KubeActions)
-        return await _run_in_cluster(kube, engine, loaded, revision, hooks, cancel, labels, key)
+        return await _run_in_cluster(
+            kube, engine, loaded, revision, hooks, cancel, labels, key, policy
+        )
 
 
 async def _run_in_cluster(
@@ -186,6 +190,7 @@ async def _run_in_cluster(
     cancel: asyncio.Event | None,
     labels: dict[str, str] | None,
     key: bytes | None,
+    policy: Policy,
 ) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels, key)
     resume = record_of(execution)
@@ -215,7 +220,7 @@ async def _run_in_cluster(
             digest=loaded.digest,
             revision=revision,
             cancel=stop,
-            actions=KubeActions(kube, owner_reference(execution)),
+            actions=KubeActions(kube, owner_reference(execution), policy.account_for),
             hook=hook,
             resume=resume,
         )

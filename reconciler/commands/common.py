@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.manifest.loader import LoadResult
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
+from reconciler.manifest.policy_file import PolicyError
 
 
 class Subcommands(Protocol):
@@ -21,8 +22,14 @@ class Subcommands(Protocol):
 
 
 def policy_of(args: argparse.Namespace) -> Policy:
-    protected = [n for n in (args.protected_namespaces or "").split(",") if n]
-    return Policy.load(protected, args.policy)
+    """The policy the flags name; a policy file that cannot be used ends the command with
+    its one message (exit 1), never a traceback."""
+    protected = [n.strip() for n in (args.protected_namespaces or "").split(",") if n.strip()]
+    home = getattr(args, "capture_namespace", None) or DEFAULT_NAMESPACE
+    try:
+        return Policy.load(protected, args.policy, home)
+    except PolicyError as err:
+        raise SystemExit(f"reconciler: {err}") from err
 
 
 def add_policy_flags(

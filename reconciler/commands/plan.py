@@ -33,14 +33,15 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = load_paths(args.paths, policy_of(args))
+    policy = policy_of(args)
+    result = load_paths(args.paths, policy)
     print_issues(result)
     if args.server_dry_run:
         from reconciler.actions.dryrun import server_dry_run
         from reconciler.kube.client import Kube, load_api_client
 
         kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
-        print(server_dry_run(result.workflows, kube))
+        print(server_dry_run(result.workflows, kube, policy))
         return 0 if result.ok else 1
     plans = [plan_workflow(w) for w in result.workflows]
     if args.format == "json":

@@ -25,10 +25,13 @@ from reconciler.engine.runner import Engine
 from reconciler.kube.client import Kube, load_api_client
 from reconciler.kube.errors import KubeError, NotFound
 from reconciler.manifest.loader import LoadedWorkflow, load_paths
+from reconciler.manifest.policy import Policy
 from reconciler.observability.progress import progress_for
 
 
-async def _run_all(workflows: list[LoadedWorkflow], kube: Kube, global_limit: int | None) -> int:
+async def _run_all(
+    workflows: list[LoadedWorkflow], kube: Kube, global_limit: int | None, policy: Policy
+) -> int:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
     await ensure_namespace(kube, kube.capture_namespace)
     key = await execution_key(kube)  # once, not once per workflow run at the same time
@@ -37,7 +40,9 @@ async def _run_all(workflows: list[LoadedWorkflow], kube: Kube, global_limit: in
 
     async def one(loaded: LoadedWorkflow) -> str:
         try:
-            record = await run_in_cluster(kube, engine, loaded, hooks=[progress.hook], key=key)
+            record = await run_in_cluster(
+                kube, engine, loaded, hooks=[progress.hook], key=key, policy=policy
+            )
             return record.phase.value
         except AlreadyRun as done:
             print(
@@ -72,10 +77,11 @@ def run_once(
     context: str | None,
     global_limit: int | None,
     capture_namespace: str,
+    policy: Policy,
 ) -> int:
     kube = Kube(load_api_client(kubeconfig, context), capture_namespace=capture_namespace)
     try:
-        return asyncio.run(_run_all(workflows, kube, global_limit))
+        return asyncio.run(_run_all(workflows, kube, global_limit, policy))
     finally:
         kube.api.close()
 
@@ -101,7 +107,8 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = load_paths(args.paths, policy_of(args))
+    policy = policy_of(args)
+    result = load_paths(args.paths, policy)
     print_issues(result)
     if not result.ok:
         print("not running anything: fix the errors above first", file=sys.stderr)
@@ -112,4 +119,5 @@ def main(args: argparse.Namespace) -> int:
         context=args.context,
         global_limit=args.max_concurrent_steps,
         capture_namespace=args.capture_namespace,
+        policy=policy,
     )

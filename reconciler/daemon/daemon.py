@@ -72,6 +72,7 @@ class Daemon:
             self.labels,
             config.records_path,
             self.wake,
+            config.policy,
         )
         self.revisions = Revisions(
             config,

@@ -13,6 +13,7 @@ from reconciler.formats import reports
 from reconciler.gitops.desired import ManifestCache
 from reconciler.gitops.git import GitRepo
 from reconciler.kube.client import Kube
+from reconciler.manifest.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,12 @@ class PlanBranches:
             return
         desired = await self.cache.desired(self.git, head, self.path)
         dry = self.kube.dry()
+        policy = self.cache.policy or Policy()
         base = reports.plan_dir(self.records_path, branch)
         files: dict[str, bytes | None] = {}
         for loaded in desired.workflows:
             try:
-                dry_run = "\n".join(await dry_run_workflow(dry, loaded))
+                dry_run = "\n".join(await dry_run_workflow(dry, loaded, policy))
             except Exception as err:  # the plan must still be written
                 dry_run = f"server-side dry run failed: {err}"
             order = render_text(plan_workflow(loaded))

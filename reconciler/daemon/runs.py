@@ -15,6 +15,7 @@ from reconciler.formats.run_record import commit_message, record_files
 from reconciler.gitops.recordwriter import RecordWriter
 from reconciler.kube.client import Kube
 from reconciler.manifest.loader import LoadedWorkflow
+from reconciler.manifest.policy import Policy
 from reconciler.observability.logs import log_transition
 from reconciler.observability.metrics import Metrics
 
@@ -32,7 +33,9 @@ class Runs:
         labels: dict[str, str],
         records_path: str,
         wake: asyncio.Event,
+        policy: Policy,
     ) -> None:
+        self.policy = policy
         self.kube = kube
         self.engine = engine
         self.queue = queue
@@ -73,6 +76,7 @@ class Runs:
                 cancel=cancel,
                 labels=self.labels,
                 key=self.key,
+                policy=self.policy,
                 hooks=[self.metrics.hook, log_transition, commit_start],
             )
         except AlreadyRun:

@@ -45,6 +45,7 @@ from kwokcluster import (  # noqa: E402
     missing_binaries,
     reap_orphans,
 )
+from tenants import onboard, onboard_cluster_account  # noqa: E402
 
 USE_KUBECONFIG = "RECONCILER_E2E_USE_KUBECONFIG"
 _CLUSTER: list[KwokCluster] = []
@@ -71,6 +72,7 @@ def _external_kubeconfig() -> str:
 @pytest.fixture(scope="session")
 def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
     if os.environ.get(USE_KUBECONFIG) == "1":
+        _onboard_nodes(_external_kubeconfig())
         yield _external_kubeconfig()
         return
     binaries = bin_dir()
@@ -104,6 +106,7 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
             # one message for the whole session instead of the same error for every test
             pytest.exit("the e2e control plane did not become ready (details above)", returncode=1)
         os.environ["RECONCILER_E2E_AUDIT_LOG"] = str(cluster.audit_log)
+        _onboard_nodes(str(cluster.kubeconfig))
         yield str(cluster.kubeconfig)
     finally:
         cluster.delete()
@@ -152,6 +155,7 @@ def namespace(kubeconfig: str) -> Iterator[str]:
     core = k8s.CoreV1Api(k8s.ApiClient(configuration))
     name = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"reconciler.dev/e2e": "true"}}})
+    onboard(core.api_client, name)  # steps act as its tenant account (deploy/tenant/)
     _wait_default_service_account(core, name)
     yield name
     try:
@@ -159,6 +163,14 @@ def namespace(kubeconfig: str) -> Iterator[str]:
     except ApiException as err:
         if err.status != 404:
             raise
+
+
+def _onboard_nodes(kubeconfig: str) -> None:
+    """Node steps act as deploy/cluster-account.yaml's account: made once per cluster."""
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    with k8s.ApiClient(configuration) as api:
+        onboard_cluster_account(api)
 
 
 def _wait_default_service_account(core: k8s.CoreV1Api, namespace: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from tenants import onboard, onboard_cluster_account
 
 NAMESPACES = ("shop", "payments", "ops")
 DEPLOYMENTS = {
@@ -77,6 +78,8 @@ def create_example_targets(api: k8s.ApiClient) -> None:
     core, apps, policy = k8s.CoreV1Api(api), k8s.AppsV1Api(api), k8s.PolicyV1Api(api)
     for ns in NAMESPACES:
         _ignore_exists(core.create_namespace, {"metadata": {"name": ns}})
+        onboard(api, ns)  # the account each step there acts as (deploy/tenant/)
+    onboard_cluster_account(api)  # and the one node steps act as
     for ns, names in DEPLOYMENTS.items():
         for name in names:
             _ignore_exists(apps.create_namespaced_deployment, ns, deployment_body(name))

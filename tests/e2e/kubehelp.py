@@ -25,6 +25,7 @@ from reconciler.engine.record import RunRecord
 from reconciler.engine.runner import Engine
 from reconciler.kube.client import Kube
 from reconciler.manifest.loader import LoadedWorkflow, load_text
+from reconciler.manifest.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "crds" / "workflowexecutions.reconciler.dev.yaml"
@@ -132,7 +133,7 @@ def run_workflow(
                 await asyncio.to_thread(during)
 
             side = asyncio.create_task(later())
-        record = await run_in_cluster(kube, engine, loaded)
+        record = await run_in_cluster(kube, engine, loaded, policy=Policy())
         if during is not None:
             await side
         return record

@@ -1,14 +1,19 @@
-"""deploy/ is real and its RBAC is exactly enough (issue 6): the kustomize output applies
-server-side; the daemon, running with a token of deploy/'s ServiceAccount (TokenRequest API,
-so the API server enforces exactly that RBAC), completes workflows using every action and
-every undo; and the API server's audit log of that ServiceAccount shows every granted
-permission was used (or the rule's comment says why it cannot show up here)."""
+"""deploy/ is real and its RBAC is exactly enough (issues 6 and 12): the kustomize output
+applies server-side, and deploy/tenant/ through a kustomize overlay; the daemon, running
+with a token of deploy/'s ServiceAccount (TokenRequest API, so the API server enforces
+exactly that RBAC), completes workflows using every action and every undo, each step acting
+as the tenant or cluster account it impersonates; and the API server's audit log shows that
+every permission granted to each of the three accounts was used by that account (or the
+rule's comment says why it cannot show up here).
+
+"""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,9 +23,11 @@ from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
 from figures import report
 from kubehelp import api, deployment, execution, own_node, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
+from tenants import service_account_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SA_USER = "system:serviceaccount:reconciler-system:reconciler"
+CLUSTER_USER = "system:serviceaccount:reconciler-system:reconciler-cluster"
 # Granted but invisible in an audit log of this cluster, with the reason:
 JUSTIFIED = {
     # Server-side apply that creates an object is also authorized as `create`, but the audit
@@ -51,56 +58,53 @@ def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _settled(read, timeout: float = 30):
+def _settled(read, granted, timeout: float = 30):
     """Read the audit log until every grant is in it or the time is up; the last reading."""
     deadline = time.monotonic() + timeout
     while True:
         used, denied = read()
-        if not granted_permissions() - used - set(JUSTIFIED) or time.monotonic() > deadline:
+        if not unused_grants(granted, used) or time.monotonic() > deadline:
             return used, denied
         time.sleep(1)
 
 
-def granted_permissions() -> set[tuple[str, str, str]]:
+def _rules(path: Path, name: str | None = None) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of the Roles and ClusterRoles in `path` (only `name`, if
+    given); an impersonate grant as "serviceaccounts/<name>", one per account."""
     granted = set()
-    for doc in yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text()):
-        if doc["kind"] in ("ClusterRole", "Role"):
-            for rule in doc["rules"]:
-                for group in rule["apiGroups"]:
-                    for resource in rule["resources"]:
-                        for verb in rule["verbs"]:
-                            assert "*" not in (group, resource, verb), "no wildcards"
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc["kind"] not in ("ClusterRole", "Role") or name not in (
+            None,
+            doc["metadata"]["name"],
+        ):
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        assert "*" not in (group, resource, verb), "no wildcards"
+                        if verb == "impersonate":
+                            granted |= {
+                                (group, f"{resource}/{n}", verb) for n in rule["resourceNames"]
+                            }
+                        else:
                             granted.add((group, resource, verb))
     return granted
 
 
-def service_account_kubeconfig(api, admin_kubeconfig: str, path: Path) -> str:
-    token = (
-        k8s.CoreV1Api(api)
-        .create_namespaced_service_account_token(
-            "reconciler", "reconciler-system", {"spec": {"expirationSeconds": 3600}}
-        )
-        .status.token
-    )
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    if "certificate-authority" in cluster:
-        cluster = {
-            "server": cluster["server"],
-            "certificate-authority-data": base64.b64encode(
-                Path(cluster["certificate-authority"]).read_bytes()
-            ).decode(),
-        }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "reconciler", "user": {"token": token}}],
-        "contexts": [{"name": "reconciler", "context": {"cluster": "c", "user": "reconciler"}}],
-        "current-context": "reconciler",
+def granted_permissions(tenant_user: str) -> dict[str, set[tuple[str, str, str]]]:
+    """What each account may do, from deploy/: the daemon, the cluster account, a tenant."""
+    tenant = ROOT / "deploy" / "tenant" / "tenant.yaml"
+    return {
+        SA_USER: _rules(ROOT / "deploy" / "rbac.yaml") | _rules(tenant, "reconciler-impersonate"),
+        CLUSTER_USER: _rules(ROOT / "deploy" / "cluster-account.yaml"),
+        tenant_user: _rules(tenant, "reconciler-steps"),
     }
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+
+
+def unused_grants(granted, used) -> dict[str, list[tuple[str, str, str]]]:
+    unused = {who: sorted(g - used.get(who, set()) - set(JUSTIFIED)) for who, g in granted.items()}
+    return {who: u for who, u in unused.items() if u}
 
 
 def every_action(ns: str, node: str, name: str, tail: str = "") -> str:
@@ -150,6 +154,25 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
     )
     assert applied.returncode == 0, applied.stderr
     assert "clusterrole.rbac.authorization.k8s.io/reconciler serverside-applied" in applied.stdout
+    # the tenant template through an overlay, as a user onboards a namespace
+    overlay = tmp_path / "overlay"
+    shutil.copytree(ROOT / "deploy" / "tenant", overlay / "tenant")
+    (overlay / "kustomization.yaml").write_text(f"namespace: {namespace}\nresources: [tenant]\n")
+    onboarded = kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=e2e",
+        "-k",
+        str(overlay),
+    )
+    assert onboarded.returncode == 0, onboarded.stderr
+    assert (
+        "rolebinding.rbac.authorization.k8s.io/reconciler-steps serverside-applied"
+        in onboarded.stdout
+    )
+    tenant_user = f"system:serviceaccount:{namespace}:reconciler-steps"
     core = k8s.CoreV1Api(api)
     # The daemon under test runs here, with the ServiceAccount's token; the Deployment's
     # own (kwok) pods are not used, and one scheduled onto this test's node would block its
@@ -256,8 +279,10 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
         report("\nno audit log on this cluster: RBAC proven sufficient, minimality not checked")
         return
 
-    def read_audit() -> tuple[set[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        used: set[tuple[str, str, str]] = set()
+    def read_audit() -> tuple[dict[str, set[tuple[str, str, str]]], list[tuple[str, ...]]]:
+        """What each account did: a request the daemon made as someone else counts for the
+        account it impersonated, and as the daemon's use of its impersonate grant."""
+        used: dict[str, set[tuple[str, str, str]]] = {}
         denied = []
         # the live file and any rotated one (audit-<time>.log): a busy suite rotates it
         for path in sorted(Path(audit).parent.glob("audit*.log")):
@@ -268,24 +293,36 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
                     continue  # a line still being written
                 if event.get("user", {}).get("username") != SA_USER or "objectRef" not in event:
                     continue
+                if not any(p in event.get("userAgent", "") for p in ours):
+                    continue  # another test's process with the same ServiceAccount
                 ref = event["objectRef"]
                 resource = ref.get("resource", "") + (
                     f"/{ref['subresource']}" if ref.get("subresource") else ""
                 )
-                used.add((ref.get("apiGroup", ""), resource, event["verb"]))
+                who = (event.get("impersonatedUser") or {}).get("username") or SA_USER
+                if who != SA_USER:
+                    account = who.rsplit(":", 1)[-1]
+                    used.setdefault(SA_USER, set()).add(
+                        ("", f"serviceaccounts/{account}", "impersonate")
+                    )
+                used.setdefault(who, set()).add((ref.get("apiGroup", ""), resource, event["verb"]))
                 if event.get("responseStatus", {}).get("code") == 403:
-                    denied.append((ref.get("apiGroup", ""), resource, event["verb"]))
+                    denied.append((who, ref.get("apiGroup", ""), resource, event["verb"]))
         return used, denied
 
     # the API server writes audit events in batches: read until every grant shows up (or
     # the time is up, and the assertion below names what is missing)
-    used, denied = _settled(read_audit)
-    assert not denied, f"the ServiceAccount was refused: {sorted(set(denied))}"
-    unused = granted_permissions() - used - set(JUSTIFIED)
+    # this test's daemons only, by the process each request's User-Agent names
+    ours = [f"({socket.gethostname()}-{d.proc.pid})" for d in (daemon, pruner)]
+    granted = granted_permissions(tenant_user)
+    used, denied = _settled(read_audit, granted)
+    assert not denied, f"an account was refused: {sorted(set(denied))}"
+    assert set(used) <= set(granted), (
+        f"requests as accounts deploy/ does not make: {set(used) - set(granted)}"
+    )
     report(
-        "\npermissions used by the daemon's ServiceAccount:\n  "
-        + "\n  ".join(map(str, sorted(used)))
+        "\npermissions used, per account:\n  "
+        + "\n  ".join(f"{who}: {sorted(u)}" for who, u in sorted(used.items()))
     )
-    assert not unused, (
-        f"granted but never used by any e2e run (remove or justify): {sorted(unused)}"
-    )
+    unused = unused_grants(granted, used)
+    assert not unused, f"granted but never used by any e2e run (remove or justify): {unused}"

@@ -12,8 +12,10 @@ from kubehelp import api, execution  # noqa: F401
 from kubernetes import client as k8s
 
 from reconciler.manifest.loader import load_paths
+from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples-repo"
+POLICY = EXAMPLES.parent / "demo" / "policy.yaml"  # what the demo's daemon runs with
 EXPECTED = {
     "checkout-latency-remediation": "Succeeded",
     "node-maintenance": "Succeeded",
@@ -26,13 +28,20 @@ EXPECTED = {
 def test_every_example_runs_against_the_cluster(
     api, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
-    loaded = load_paths([EXAMPLES / "workflows"])
+    loaded = load_paths([EXAMPLES / "workflows"], Policy.load(DEFAULT_PROTECTED, POLICY))
     assert loaded.ok and {w.name for w in loaded.workflows} == set(EXPECTED)
     create_example_targets(api)
     shutil.copytree(EXAMPLES / "workflows", remote.clone / "workflows", dirs_exist_ok=True)
     remote.commit_all("examples")
     daemon = Daemon(
-        str(remote.bare), tmp_path / "work", kubeconfig, "--once", "--max-concurrent-workflows", "5"
+        str(remote.bare),
+        tmp_path / "work",
+        kubeconfig,
+        "--once",
+        "--max-concurrent-workflows",
+        "5",
+        "--policy",
+        str(POLICY),
     )
     daemon.start(wait_ready=False)
     daemons.append(daemon)

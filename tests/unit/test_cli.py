@@ -11,7 +11,8 @@ EXAMPLES = Path(__file__).parents[2] / "examples-repo" / "workflows"
 
 
 def test_validate_examples_clean(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(EXAMPLES)]) == 0
+    policy = EXAMPLES.parents[1] / "demo" / "policy.yaml"
+    assert main(["validate", "--policy", str(policy), str(EXAMPLES)]) == 0
     assert "workflow(s) valid" in capsys.readouterr().err
 
 

@@ -90,3 +90,131 @@ def test_apply_of_reconcilers_own_kinds_is_refused_at_the_field() -> None:
     (issue,) = result.issues
     assert "may not manage reconciler's own kinds" in issue.message
     assert issue.path[-1] == "apiVersion" and issue.line == 6
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    file = tmp_path / "policy.yaml"
+    file.write_text(text)
+    return file
+
+
+CLUSTER_ROLE_BINDING = (
+    "{name: a, action: Apply, params: {manifest: {apiVersion: rbac.authorization.k8s.io/v1,"
+    " kind: ClusterRoleBinding, metadata: {name: x%s}}}}"
+)
+
+
+def test_cluster_scoped_apply_is_refused_unless_the_policy_lists_the_kind(tmp_path: Path) -> None:
+    """An Apply with no namespace makes a cluster-scoped object; one with a namespace on a
+    cluster-scoped kind would pass as namespaced (the API server ignores the namespace)."""
+    for step in (CLUSTER_ROLE_BINDING % "", CLUSTER_ROLE_BINDING % ", namespace: shop"):
+        (issue,) = load_text(wf(step), "w.yaml", Policy()).issues
+        assert "ClusterRoleBinding" in issue.message and "cluster.kinds" in issue.message
+        assert issue.path[-1] == "kind"
+    listed = Policy.load(
+        DEFAULT_PROTECTED,
+        write(tmp_path, "cluster: {kinds: [rbac.authorization.k8s.io/ClusterRoleBinding]}\n"),
+    )
+    assert load_text(wf(CLUSTER_ROLE_BINDING % ""), "w.yaml", listed).ok
+
+
+def test_apply_kinds_images_and_pod_accounts_are_limited_per_namespace(tmp_path: Path) -> None:
+    policy = Policy.load(
+        DEFAULT_PROTECTED,
+        write(
+            tmp_path,
+            "namespaces:\n  shop:\n    applyKinds: [ConfigMap]\n"
+            "    images: [registry.example.com/ops/]\n    serviceAccountNames: [default, canary]\n",
+        ),
+    )
+
+    def issues(step: str) -> list[str]:
+        return [i.message for i in load_text(wf(step), "w.yaml", policy).issues]
+
+    deployment = (
+        "{name: a, action: Apply, target: {namespace: shop}, params: {manifest: "
+        "{apiVersion: apps/v1, kind: Deployment, metadata: {name: d}}}}"
+    )
+    assert issues(deployment) == [
+        f"{tmp_path / 'policy.yaml'} does not allow Apply of apps/Deployment in namespace"
+        " 'shop' (allowed: ConfigMap)"
+    ]
+    config = deployment.replace("apps/v1", "v1").replace("Deployment", "ConfigMap")
+    assert issues(config) == []
+    custom = "{name: c, action: Custom, target: {namespace: shop}, params: {image: %s%s}}"
+    assert issues(custom % ("registry.example.com/ops/tool:1", "")) == []
+    assert (
+        issues(custom % ("registry.example.com/ops/tool:1", ", serviceAccountName: canary")) == []
+    )
+    (wrong_image,) = issues(custom % ("evil.example/tool:1", ""))
+    assert "does not allow image 'evil.example/tool:1'" in wrong_image
+    (wrong_account,) = issues(
+        custom % ("registry.example.com/ops/tool:1", ", serviceAccountName: ingress-nginx")
+    )
+    assert "as ServiceAccount 'ingress-nginx'" in wrong_account
+    # the rollback Job is held to the same rules
+    (rollback,) = issues(
+        custom
+        % ("registry.example.com/ops/t:1", ", rollback: {image: r, serviceAccountName: default}")
+    )
+    assert "does not allow image 'r'" in rollback
+
+
+def test_without_a_policy_file_custom_pods_run_only_as_default() -> None:
+    step = (
+        "{name: c, action: Custom, target: {namespace: flux-system}, params: {image: i,"
+        " serviceAccountName: kustomize-controller}}"
+    )
+    (issue,) = load_text(wf(step), "w.yaml", Policy()).issues
+    assert "'flux-system' is protected" in issue.message  # controllers' namespaces too
+    (issue,) = load_text(wf(step.replace("flux-system", "shop")), "w.yaml", Policy()).issues
+    assert "as ServiceAccount 'kustomize-controller'" in issue.message
+
+
+def test_each_step_impersonates_the_account_the_policy_names(tmp_path: Path) -> None:
+    policy = Policy.load(
+        DEFAULT_PROTECTED,
+        write(
+            tmp_path,
+            "serviceAccount: steps\nnamespaces:\n  shop: {serviceAccount: shop-ops}\n  '*': []\n"
+            "cluster: {serviceAccount: node-ops}\n",
+        ),
+        home="reconciler-home",
+    )
+    workflow = (
+        load_text(
+            wf(
+                "{name: s, action: ScaleDeployment, target: {namespace: shop, name: a},"
+                " params: {replicas: 1}}\n    - {name: d, action: CordonNode, target: {name: n1}}"
+            ),
+            "w.yaml",
+            policy,
+        )
+        .workflows[0]
+        .workflow
+    )
+    scale, cordon = workflow.spec.steps
+    assert policy.account_for(scale) == ("shop", "shop-ops")
+    assert policy.account_for(cordon) == ("reconciler-home", "node-ops")
+    assert Policy().account_for(scale) == ("shop", "reconciler-steps")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("- a\n", "the document: must be a mapping, not list"),
+        ("namespaces: [shop]\n", "namespaces: must be a mapping"),
+        ("namespaces: {shop: {verbs: [x]}}\n", "namespaces.shop: unknown field(s) verbs"),
+        ("namespaces: {shop: {actions: [Scale]}}\n", "namespaces.shop.actions: unknown action"),
+        ("serviceAccount: Bad_Name\n", "serviceAccount: 'Bad_Name' is not a ServiceAccount"),
+        ("cluster: {kinds: ClusterRole}\n", "cluster.kinds: must be a list of strings"),
+        ("namespaces: {shop: [\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_policy_file_names_the_file_and_field(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    file = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        Policy.load(DEFAULT_PROTECTED, file)
+    assert str(err.value).startswith(str(file)) and fragment in str(err.value)

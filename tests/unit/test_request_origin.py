@@ -17,6 +17,7 @@ from reconciler.actions.registry import KubeActions
 from reconciler.engine.interface import StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.origin import process_identity, request_origin
+from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import Workflow
 
 # what the client's discovery (DynamicClient) asks first
@@ -27,24 +28,29 @@ DISCOVERY = {
 }
 
 
+impersonated: list[tuple[str, str | None]] = []  # (path, Impersonate-User) per request
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     seen: list[tuple[str, str]] = []
+    impersonated.clear()
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             path = self.path.split("?")[0]
             seen.append((path, self.headers.get("User-Agent", "")))
+            impersonated.append((path, self.headers.get("Impersonate-User")))
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
-            body = json.dumps(DISCOVERY.get(path, {"data": {"K": "1"}, "metadata": {}})).encode()
+            body = json.dumps(DISCOVERY.get(path, {"data": {"K": "MQ=="}, "metadata": {}})).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_PATCH = _answer
+        do_GET = do_PATCH = do_POST = _answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -122,3 +128,45 @@ def test_the_default_user_agent_is_kept_for_whoever_sets_one(server) -> None:
     Kube(kube.api)  # a second Kube on the same client keeps it too
     asyncio.run(kube.get("version", "/version"))
     assert seen[-1][1] == "someone-else/1"
+
+
+def test_a_steps_calls_impersonate_its_tenant_account_and_nothing_else_does(server) -> None:
+    """The API server decides what a step may do only if every call of the step, and no
+    other, carries the tenant's Impersonate-User; the capture Secret stays the daemon's."""
+    url, _ = server
+    kube = kube_for(url)
+    workflow = Workflow.model_validate(
+        {
+            "apiVersion": "reconciler.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "w"},
+            "spec": {
+                "steps": [
+                    {
+                        "name": "sec",
+                        "action": "UpdateSecret",
+                        "target": {"namespace": "shop", "name": "s"},
+                        "params": {"data": {"K": "2"}},
+                    }
+                ]
+            },
+        }
+    )
+    step = workflow.spec.steps[0]
+    actions = KubeActions(kube, account_for=Policy().account_for)
+
+    async def main() -> None:
+        await kube.get("version", "/version")
+        with request_origin("run/w-1"):
+            await actions.capture(step, StepContext("w-1", "w", 1))
+        await kube.get("version", "/version")
+
+    asyncio.run(main())
+    tenant = "system:serviceaccount:shop:reconciler-steps"
+    calls = [(p, who) for p, who in impersonated if p not in DISCOVERY]
+    assert calls[0] == ("/version", None) and calls[-1] == ("/version", None)
+    step_calls = calls[1:-1]
+    assert ("/api/v1/namespaces/shop/secrets/s", tenant) in step_calls
+    own = [who for p, who in step_calls if p.startswith("/api/v1/namespaces/reconciler-system/")]
+    assert own == [None]  # the capture Secret is created as the daemon
+    assert {who for p, who in step_calls if "/namespaces/shop/" in p} == {tenant}
