@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -63,6 +64,13 @@ def target_of(step: StepBase) -> tuple[str, str]:
 def digest(value: bytes | str) -> str:
     raw = value.encode() if isinstance(value, str) else value
     return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def keyed_digest(value: str, key: bytes) -> str:
+    """A digest only a holder of the installation's key can compute: a plain sha256 of a
+    weak secret value (a short password) is guessed offline by whoever may read it."""
+    subkey = hmac.new(key, b"reconciler.dev/value-digest", hashlib.sha256).digest()
+    return "hmac-sha256:" + hmac.new(subkey, value.encode(), hashlib.sha256).hexdigest()
 
 
 def run_object_name(run_id: str, step: str, suffix: str = "") -> str:

@@ -199,10 +199,9 @@ class UpdateSecret(DataAction):
         current = await self._data(kube, step)
         target = await self._target(kube, step, captured)
         await kube.merge_patch(what, path, target.patch(current))
-        return {  # what the step set, as digests; never the values
+        return {  # what the step did to each key; never a value, nor a digest of one
             "keys": {
-                k: digest(base64.b64decode(v)) if v is not None else "removed"
-                for k, v in sorted(target.values.items())
+                k: "set" if v is not None else "removed" for k, v in sorted(target.values.items())
             },
             "mode": step.params.mode,  # type: ignore[attr-defined]
         }

@@ -2,7 +2,11 @@
 dryRun=All on every write, shown as a diff of what the API server says would change.
 
 Steps are tried one by one against the *current* state: nothing is persisted, so a step
-never sees what the steps before it would have changed. Secret values are never shown.
+never sees what the steps before it would have changed. No live value is ever shown: plan
+branches run for unsigned commits, so whoever pushes one must not read the cluster through
+it (a ConfigMap replaced shows the keys it removes, not their values). Lines the step would
+write ("+") are shown, since the workflow wrote them; every other line keeps its key and
+loses its value. Secret values are never shown at all.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import re
 from typing import Any
 
 from reconciler.actions.registry import KubeActions
@@ -21,6 +26,20 @@ from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.policy import Policy
 
 NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
+LIVE = "<live value>"
+_KEYED = re.compile(r'^(?P<head>\s*"(?:[^"\\]|\\.)*": )(?P<value>.*?)(?P<comma>,?)$')
+_BARE = re.compile(r"^(?P<head>\s*)(?P<value>.*?)(?P<comma>,?)$")
+
+
+def hide_live(line: str) -> str:
+    """A diff line without the live value it shows; the lines the step writes stay."""
+    if line.startswith(("+", "@@", "---")) or not line:
+        return line
+    mark, rest = line[0], line[1:]
+    match = _KEYED.match(rest) or _BARE.match(rest)
+    if match is None or not match["value"] or match["value"][0] in "{[]}":
+        return line  # structure, not a value
+    return f"{mark}{match['head']}{json.dumps(LIVE)}{match['comma']}"
 
 
 def _comparable(obj: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,7 +71,7 @@ def diff_write(write: DryRunWrite) -> str:
     lines = list(difflib.unified_diff(a, b, "live", "after", n=1, lineterm=""))
     if not lines:
         return f"  {write.what}: no change"
-    return f"  {write.what}:\n" + "\n".join("    " + line for line in lines)
+    return f"  {write.what}:\n" + "\n".join("    " + hide_live(line) for line in lines)
 
 
 async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow, policy: Policy) -> list[str]:

@@ -15,6 +15,7 @@ from reconciler.actions.errors import engine_error
 from reconciler.actions.jobs import Custom
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
+from reconciler.actions.states import CapturedStates
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import WRITES_DONE, Kube
@@ -61,6 +62,7 @@ class KubeActions:
         self.kube = kube
         self.owner = owner
         self.account_for = account_for
+        self.states = CapturedStates(kube, owner)
 
     def _as(self, step: StepBase, ctx: StepContext, op: str) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -76,7 +78,8 @@ class KubeActions:
 
     async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
         with self._as(step, ctx, "capture"):
-            return await self._impl(step).capture(self.kube, step, ctx, self.owner)
+            state = await self._impl(step).capture(self.kube, step, ctx, self.owner)
+            return await self.states.keep(step, ctx, state)  # as the daemon
 
     async def apply(
         self, step: StepBase, captured: Captured, ctx: StepContext
@@ -85,6 +88,7 @@ class KubeActions:
         before = WRITES_DONE.get()
         try:
             with self._as(step, ctx, "apply"):
+                captured = await self.states.read(captured)
                 result = await self._impl(step).apply(self.kube, step, captured, ctx, self.owner)
         except PermanentError as err:
             if WRITES_DONE.get() > before and not err.changed:
@@ -99,12 +103,14 @@ class KubeActions:
         if self.kube.dry_run:
             return None  # nothing changed, so nothing to wait for
         with self._as(step, ctx, "wait"):
+            captured = await self.states.read(captured)
             result = await self._impl(step).wait(self.kube, step, captured, ctx)
         failpoints.reached(f"waited:{step.name}")
         return result
 
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
         with self._as(step, ctx, "undo"):
+            captured = await self.states.read(captured)
             note = await self._impl(step).undo(self.kube, step, captured, ctx, self.owner)
         failpoints.reached(f"undone:{step.name}")
         return note

@@ -4,8 +4,9 @@ WorkflowExecution.
 A WorkflowExecution is cluster-scoped and keeps the run's manifest so that a restarted
 daemon can resume it; whoever may read WorkflowExecutions is not whoever may read the
 Secrets a run rotates. So the execution keeps the manifest with those values replaced by
-sha256 digests, and the manifest as written is kept in a Secret in the daemon's namespace,
-owned by the execution (deleting the run deletes it), read back on resume.
+digests keyed with the installation's key, and the manifest as written is kept in a Secret
+in the daemon's namespace, owned by the execution (deleting the run deletes it), read back
+on resume.
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ import copy
 import json
 from typing import Any
 
-from reconciler.actions.base import create_owned, digest, owned_secret
+from reconciler.actions.base import create_owned, keyed_digest, owned_secret
 from reconciler.kube.client import Kube
 from reconciler.kube.paths import ns_path
 
 KEY = "manifest"
 
 
-def redact(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest with every inline Secret value replaced by its digest; None if it has
-    none (then the execution keeps the manifest as it is)."""
+def redact(manifest: dict[str, Any], key: bytes) -> dict[str, Any] | None:
+    """The manifest with every inline Secret value replaced by its digest, keyed with the
+    installation's key; None if it has none (then the execution keeps the manifest as it
+    is)."""
     redacted = copy.deepcopy(manifest)
     found = False
     for step in (redacted.get("spec") or {}).get("steps") or []:
         params = step.get("params") or {}
         if step.get("action") == "UpdateSecret" and isinstance(params.get("data"), dict):
-            params["data"] = {k: digest(str(v)) for k, v in params["data"].items()}
+            params["data"] = {k: keyed_digest(str(v), key) for k, v in params["data"].items()}
             found = True
     return redacted if found else None
 

@@ -98,13 +98,13 @@ async def create_execution(
 ) -> dict[str, Any]:
     what = f"workflowexecution {loaded.run_id}"
     manifest = manifest_of(loaded)
-    redacted = inputs.redact(manifest)  # the values go into a Secret (cluster/inputs.py)
+    key = key if key is not None else await execution_key(kube)
+    redacted = inputs.redact(manifest, key)  # the values go into a Secret (cluster/inputs.py)
     ref = (
         None
         if redacted is None
         else f"{kube.capture_namespace}/{inputs.secret_name(loaded.run_id)}"
     )
-    key = key if key is not None else await execution_key(kube)
     body = sign(execution_body(loaded, revision, labels, redacted=redacted, inputs_ref=ref), key)
     try:
         execution = await kube.write(what, "POST", execution_path(), body)

@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
 
     from reconciler.daemon.daemon import Daemon
+    from reconciler.gitops.signatures import OwnKeyError, own_signers_file
     from reconciler.kube.client import Kube, load_api_client
     from reconciler.observability import logs
 
@@ -53,6 +54,12 @@ def main(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if problems:
         return 2
+    if config.allowed_signers is not None and config.signing_key is not None:
+        try:
+            config.own_signers = own_signers_file(config.signing_key, config.workdir)
+        except OwnKeyError as err:
+            print(err, file=sys.stderr)
+            return 2
     kube = Kube(
         load_api_client(args.kubeconfig, args.context), capture_namespace=config.capture_namespace
     )

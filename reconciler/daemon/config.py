@@ -129,6 +129,7 @@ class DaemonConfig:
     author_email: str = _default("author_email")
     signing_key: Path | None = _default("signing_key")
     allowed_signers: Path | None = None  # set: only commits signed by these keys run
+    own_signers: Path | None = None  # the daemon's own public key, from signing_key
     leader_elect: bool = _default("leader_elect")
     lease_namespace: str = _default("lease_namespace")
     lease_name: str = _default("lease_name")
@@ -155,6 +156,13 @@ def config_problems(config: DaemonConfig) -> list[str]:
         problems.append(
             f"--records-path {config.records_path!r} and --path {config.path!r} overlap:"
             " give them separate folders (e.g. workflows/ and runs/)"
+        )
+    if config.allowed_signers is not None and config.signing_key is None:
+        # unsigned record commits would have to be skipped unjudged: anyone who may push
+        # could then pass a commit off as the daemon's own
+        problems.append(
+            "--verify-signatures needs --signing-key KEY: the daemon signs its record"
+            " commits with it, and only commits signed by it are skipped unjudged"
         )
     return problems
 

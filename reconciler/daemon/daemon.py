@@ -55,6 +55,7 @@ class Daemon:
             author_email=config.author_email,
             signing_key=config.signing_key,
             timeout=config.git_timeout,
+            full_history=config.allowed_signers is not None,
         )
         self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
         self.labels = daemon_labels(config.repo, config.branch)  # the executions it owns

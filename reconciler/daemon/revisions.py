@@ -53,7 +53,13 @@ class Revisions:
         self.recovery = recovery
         self.cache = ManifestCache(policy=config.policy)
         self.judge = (
-            SignatureJudge(git, config.records_path, config.allowed_signers, config.path)
+            SignatureJudge(
+                git,
+                config.records_path,
+                config.allowed_signers,
+                config.path,
+                own_signers=config.own_signers,
+            )
             if config.allowed_signers is not None
             else None
         )

@@ -62,6 +62,7 @@ class GitRepo:
     author_name: str = AUTHOR_NAME
     author_email: str = AUTHOR_EMAIL
     signing_key: Path | None = None  # SSH key to sign record commits with
+    full_history: bool = False  # fetch all of it (signature verification walks it)
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
 
     @property
@@ -131,25 +132,26 @@ class GitRepo:
         line = out.decode().split()
         return line[0] if line else None
 
-    async def local_head(self) -> str | None:
+    async def local_head(self, branch: str | None = None) -> str | None:
+        ref = f"refs/remotes/origin/{branch}" if branch else self.remote_ref
         try:
-            return (
-                await self.git("rev-parse", "--verify", "--quiet", self.remote_ref)
-            ).decode().strip() or None
+            out = await self.git("rev-parse", "--verify", "--quiet", ref)
+            return out.decode().strip() or None
         except GitError:
             return None
 
     async def fetch(self, branch: str | None = None) -> str | None:
-        ref = f"refs/remotes/origin/{branch or self.branch}"
-        await self.git(
-            "fetch", "--quiet", "--no-tags", "origin", f"+refs/heads/{branch or self.branch}:{ref}"
-        )
-        try:
-            return (
-                await self.git("rev-parse", "--verify", "--quiet", ref)
-            ).decode().strip() or None
-        except GitError:
-            return None
+        """The branch's head, fetched. The first fetch of a branch is shallow (its head
+        alone): the daemon reads trees, never old history, and a repository with years of
+        it must not cost a full clone at start-up; later fetches bring every new commit
+        (signature verification judges each one since the last verified head). Not with
+        `full_history`: judging a head walks down the record commits above it."""
+        name = branch or self.branch
+        shallow = not self.full_history and await self.local_head(name) is None
+        depth = ["--depth=1"] if shallow else []
+        refspec = f"+refs/heads/{name}:refs/remotes/origin/{name}"
+        await self.git("fetch", "--quiet", "--no-tags", *depth, "origin", refspec)
+        return await self.local_head(name)
 
     async def remote_heads(self) -> dict[str, str]:
         """Every branch on the remote and its commit (one `ls-remote`)."""

@@ -6,12 +6,15 @@ commit below it that is more than a record commit) must be signed by an allowed 
 once a head has been verified, every later commit that touches the workflow path must be
 signed too, merges judged against each of their parents (an unsigned merge whose first
 parent is someone's signed work-in-progress touches the workflows against its other
-parent, so it is judged itself).
+parent, so it is judged itself). Only the daemon's own record commits are skipped: those
+signed by its --signing-key that touch nothing but the records path; a record commit
+anyone else pushed is judged like any other (a forged record decides what already ran).
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +30,16 @@ class SignatureJudge:
     records_path: str
     allowed_signers: Path
     workflows_path: str = "workflows/"
+    own_signers: Path | None = None  # the daemon's own key (own_signers_file); None: none
     verified: str | None = None  # the last head that passed
     _judged: dict[str, str] = field(default_factory=dict)  # commit -> its deciding commit
 
     async def _record_only(self, commit: str, parents: list[str]) -> bool:
         """Against every parent, only files under the records path added or changed (or
-        the daemon's own reports removed): the daemon's own commits. Empty is not."""
+        the daemon's own reports removed), and signed with the daemon's own key: the
+        daemon's own commits. Empty is not."""
+        if self.own_signers is None:
+            return False
         prefix = self.records_path.rstrip("/") + "/"
         own_files = reports.own_report_paths(self.records_path)
         changed_any = False
@@ -44,13 +51,13 @@ class SignatureJudge:
                 for status, path in changes
             ):
                 return False
-        return changed_any
+        return changed_any and await self.git.verify_commit(commit, self.own_signers)
 
     async def subject(self, head: str) -> str:
         """The commit whose signature decides whether `head` runs: head itself, unless it
         (and the commits below it on the first-parent line) are record commits (see
-        `_record_only`). Those are the daemon's own commits, unsigned unless
-        --signing-key is given; refusing them would refuse every revision after a record.
+        `_record_only`): the daemon's own, signed with its key; refusing them would refuse
+        every revision after a record.
         A commit that deletes or moves a record is judged: records decide what already
         ran. Empty commits are judged (signing one approves the tree, as with Flux).
         Walked once per commit (cached), however long the run of record commits."""
@@ -99,3 +106,34 @@ class SignatureJudge:
             judged,
         )
         return False, judged
+
+
+class OwnKeyError(Exception):
+    """The daemon's signing key cannot be read: said at start-up, with the fix."""
+
+
+def own_signers_file(signing_key: Path, workdir: Path) -> Path:
+    """An allowed_signers file of the daemon's own public key, derived from --signing-key,
+    against which its record commits are verified."""
+    try:
+        done = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(signing_key)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise OwnKeyError(f"--signing-key {signing_key}: cannot run ssh-keygen: {err}") from err
+    if done.returncode != 0 or not done.stdout.strip():
+        reason = done.stderr.strip() or "no public key"
+        raise OwnKeyError(
+            f"--signing-key {signing_key}: not a readable SSH private key without a passphrase"
+            f" ({reason}); it signs the daemon's record commits, which --verify-signatures"
+            " skips only when signed by it"
+        )
+    kind, public = done.stdout.split()[:2]
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "own_allowed_signers"
+    path.write_text(f'* namespaces="git" {kind} {public}\n')
+    return path

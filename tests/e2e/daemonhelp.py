@@ -314,3 +314,24 @@ def run_at_step(api, remote: Remote, workflow: str, step: str, timeout: float = 
         f"{workflow} at {step}",
     )
     return run_id
+
+
+def daemon_key(tmp_path: Path) -> Path:
+    """An SSH key for the daemon's --signing-key: with --verify-signatures its record
+    commits are skipped unjudged only when signed by it."""
+    key = tmp_path / "daemon_ed25519"
+    if not key.exists():
+        sh(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "reconciler",
+            "-f",
+            str(key),
+            cwd=tmp_path,
+        )
+    return key

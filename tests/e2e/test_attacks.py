@@ -18,6 +18,7 @@ from pathlib import Path
 
 from daemonhelp import (
     Daemon,
+    daemon_key,
     daemons,  # noqa: F401  (fixture)
     record_commits,
     remote,  # noqa: F401  (fixture)
@@ -209,6 +210,8 @@ def test_an_unsigned_merge_cannot_make_a_signed_work_in_progress_commit_live(
         "ssh",
         "--allowed-signers",
         str(allowed),
+        "--signing-key",
+        str(daemon_key(tmp_path)),
     )
     daemons.append(daemon.start())
     wait_for(lambda: record_commits(remote, name, "Succeeded"), 30, "the signed revision ran")

@@ -13,6 +13,7 @@ from auditlog import AuditLog, Life, check_applied_once, checkpoint_of, ended
 from daemonhelp import (  # noqa: F401  (fixtures)
     Daemon,
     Remote,
+    daemon_key,
     daemons,
     leader_and_standby,
     record_commits,
@@ -34,6 +35,7 @@ from kubehelp import (  # noqa: F401
     own_node,
     read_deployment,
     wait_for,
+    workflow_yaml,
 )
 from kubernetes import client as k8s
 
@@ -267,8 +269,8 @@ def test_only_signed_revisions_run_and_a_refusal_is_recorded(
 ) -> None:
     """--verify-signatures=ssh: an unsigned head runs nothing and is recorded in
     runs/_refused.md; the same change signed by an allowed key runs and clears the refusal;
-    the daemon's own (unsigned) record commits are not judged, so they neither block the
-    signed revision nor refuse themselves in a loop."""
+    the daemon's own record commits (signed with its --signing-key) are not judged, so they
+    neither block the signed revision nor refuse themselves in a loop."""
     deployment(api, namespace, "web", replicas=1)
     key = tmp_path / "sre_ed25519"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sre", "-f", str(key), cwd=tmp_path)
@@ -285,6 +287,8 @@ def test_only_signed_revisions_run_and_a_refusal_is_recorded(
         "ssh",
         "--allowed-signers",
         str(allowed),
+        "--signing-key",
+        str(daemon_key(tmp_path)),
     ).start()
     daemons.append(daemon)
     remote.write("workflows/scale.yaml", scale_workflow("signed", namespace, 2))
@@ -302,7 +306,7 @@ def test_only_signed_revisions_run_and_a_refusal_is_recorded(
     wait_for(lambda: record_commits(remote, "signed", "Succeeded"), 30, "the signed head ran")
     assert read_deployment(api, namespace, "web").spec.replicas == 2
     wait_for(lambda: remote.show("runs/_refused.md") is None, 30, "the refusal cleared")
-    time.sleep(2)  # the record commits (unsigned, the daemon's) were synced meanwhile
+    time.sleep(2)  # the record commits (the daemon's, signed by it) were synced meanwhile
     assert sum(s.startswith("reconciler: refused") for s in remote.log()) == refusals
 
 
@@ -518,6 +522,10 @@ def test_plan_branches_show_what_merging_would_do_without_running_it(
     from daemonhelp import sh
 
     deployment(api, namespace, "web", replicas=1)
+    live = "postgres://app:hunter2@db.internal/shop"  # in the cluster, never in git
+    k8s.CoreV1Api(api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "db"}, "data": {"DATABASE_URL": live, "POOL": "5"}}
+    )
     daemons.append(
         Daemon(
             str(remote.bare),
@@ -531,6 +539,15 @@ def test_plan_branches_show_what_merging_would_do_without_running_it(
     )
     sh("git", "checkout", "--quiet", "-b", "plan/scale-up", cwd=remote.clone)
     remote.write("workflows/scale.yaml", scale_workflow("pr-scale", namespace, 5))
+    # an unsigned plan branch trying to read the cluster: a replace shows what it removes
+    remote.write(
+        "workflows/peek.yaml",
+        workflow_yaml(
+            "pr-peek",
+            f"    - {{name: peek, action: UpdateConfigMap, target: {{namespace: {namespace},"
+            " name: db}, params: {mode: replace, data: {POOL: '10'}}}\n",
+        ),
+    )
     sh("git", "add", "-A", cwd=remote.clone)
     sh("git", "commit", "--quiet", "-m", "proposal", cwd=remote.clone)
     sh("git", "push", "--quiet", "origin", "plan/scale-up", cwd=remote.clone)
@@ -547,8 +564,11 @@ def test_plan_branches_show_what_merging_would_do_without_running_it(
     assert "Nothing here was executed" in plan
     assert "start order:    scale" in plan
     assert (
-        '-    "replicas": 1,' in plan and '+    "replicas": 5,' in plan
-    )  # the server's dry-run diff
+        '-    "replicas": "<live value>",' in plan and '+    "replicas": 5,' in plan
+    )  # the server's dry-run diff: what the workflow writes, never the live value
+    peek = sh("git", "show", "plan/scale-up:runs/plans/plan/scale-up/pr-peek.md", cwd=remote.bare)
+    assert '-    "DATABASE_URL": "<live value>"' in peek and '+    "POOL": "10"' in peek, peek
+    assert "hunter2" not in peek and '"5"' not in peek
     assert read_deployment(api, namespace, "web").spec.replicas == 1  # nothing ran
     assert not record_commits(remote, "pr-scale")  # main untouched
     assert execution(api, "pr-scale") is None

@@ -4,6 +4,7 @@ through the real engine, real actions and a real WorkflowExecution; the cluster 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from kubehelp import (
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from reconciler.actions.base import run_object_name
 from reconciler.engine.record import RunPhase, StepPhase, UndoResult
 from reconciler.formats.packing import unpack
 
@@ -190,10 +192,17 @@ def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
     )
     for value in (secret_value, original):
         assert value not in text and base64.b64encode(value.encode()).decode() not in text
+        # nor a plain digest of it, which a weak value can be guessed back from
+        assert hashlib.sha256(value.encode()).hexdigest() not in text
     inputs_ns, inputs_name = we["spec"]["inputs"].split("/")  # the values, kept for a resume
-    assert record.steps["rotate"].captured["keys"]["PASSWORD"].startswith("sha256:")
+    # the captured state is in a Secret of the run; the record only says where
+    assert set(record.steps["rotate"].captured) == {"stateSecret"}
+    assert record.steps["rotate"].result["keys"] == {"PASSWORD": "set"}
+    state_ns, state_name = record.steps["rotate"].captured["stateSecret"].split("/")
     job_ns, job_name = record.steps["check"].result["job"].split("/")
-    capture_ns, capture_name = record.steps["rotate"].captured["captureSecret"].split("/")
+    capture_ns = state_ns
+    capture_name = run_object_name(record.run_id, "rotate", "-capture")
+    assert core.read_namespaced_secret(capture_name, capture_ns).data
     # deleting the finished WorkflowExecution removes what the run created (owner references)
     k8s.CustomObjectsApi(api).delete_cluster_custom_object(
         "reconciler.dev", "v1alpha1", "workflowexecutions", record.run_id
@@ -207,7 +216,11 @@ def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
         60,
         "job garbage-collected",
     )
-    for secret_ns, secret_name in ((capture_ns, capture_name), (inputs_ns, inputs_name)):
+    for secret_ns, secret_name in (
+        (capture_ns, capture_name),
+        (state_ns, state_name),
+        (inputs_ns, inputs_name),
+    ):
         wait_for(
             lambda ns=secret_ns, n=secret_name: (
                 not core.list_namespaced_secret(ns, field_selector=f"metadata.name={n}").items

@@ -300,9 +300,29 @@ def test_inline_secret_values_are_redacted_for_the_execution_only() -> None:
             ]
         }
     }
-    redacted = redact(manifest)
+    redacted = redact(manifest, b"k" * 32)
     assert redacted is not None and "s3cret" not in str(redacted)
-    assert redacted["spec"]["steps"][0]["params"]["data"]["K"].startswith("sha256:")
+    keyed = redacted["spec"]["steps"][0]["params"]["data"]["K"]
+    other = redact(manifest, b"x" * 32)
+    assert keyed.startswith("hmac-sha256:") and other is not None
+    assert keyed != other["spec"]["steps"][0]["params"]["data"]["K"]  # the key matters
     assert redacted["spec"]["steps"][1:] == manifest["spec"]["steps"][1:]  # untouched
     assert manifest["spec"]["steps"][0]["params"]["data"] == {"K": "s3cret"}  # not mutated
-    assert redact({"spec": {"steps": manifest["spec"]["steps"][1:]}}) is None
+    assert redact({"spec": {"steps": manifest["spec"]["steps"][1:]}}, b"k" * 32) is None
+
+
+def test_a_dry_run_diff_shows_what_the_step_writes_and_no_live_value() -> None:
+    """Plan branches run for unsigned commits: their diffs must not read the cluster out."""
+    from reconciler.actions.dryrun import diff_write
+    from reconciler.kube.client import DryRunWrite
+
+    before = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"DATABASE_URL": "postgres://app:hunter2@db", "POOL": "5", "N": 3},
+    }
+    after = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"POOL": "10"}}
+    text = diff_write(DryRunWrite("configmap ns/c", "PATCH", before, after))
+    assert "hunter2" not in text and '"5"' not in text and ": 3" not in text
+    assert '-    "DATABASE_URL": "<live value>",' in text
+    assert '+    "POOL": "10"' in text

@@ -253,17 +253,22 @@ def test_a_writer_that_died_after_pushing_a_batch_does_not_push_it_again(
 def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
     remote: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """Record commits (adding or changing files under runs/) are skipped; a rename out of
-    workflows/ into runs/, a deleted record, and an empty commit are judged themselves."""
-    from reconciler.gitops.signatures import SignatureJudge
+    """Record commits (adding or changing files under runs/, signed by the daemon's key)
+    are skipped; a rename out of workflows/ into runs/, a deleted record, and an empty
+    commit are judged themselves, whoever signed them."""
+    from reconciler.gitops.signatures import SignatureJudge, own_signers_file
 
     bare, clone = remote
+    key = tmp_path / "daemon"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), cwd=tmp_path)
+    sh("git", "config", "gpg.format", "ssh", cwd=clone)
+    sh("git", "config", "user.signingkey", str(key), cwd=clone)
 
     def commit(message: str, *git_args: str) -> str:
         if git_args:
             sh("git", *git_args, cwd=clone)
         sh("git", "add", "-A", cwd=clone)
-        sh("git", "commit", "--quiet", "--allow-empty", "-m", message, cwd=clone)
+        sh("git", "commit", "--quiet", "--allow-empty", "-S", "-m", message, cwd=clone)
         sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
         return sh("git", "rev-parse", "HEAD", cwd=clone)
 
@@ -276,8 +281,10 @@ def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
     renamed = commit("move a workflow into runs/", "mv", "workflows/a.yaml", "runs/a.yaml")
     deleted = commit("delete a record", "rm", "--quiet", "runs/r1.yaml")
     empty = commit("approve")
-    git = GitRepo(url=str(bare), workdir=tmp_path / "work")
-    judge = SignatureJudge(git, "runs/", tmp_path / "allowed_signers")
+    git = GitRepo(url=str(bare), workdir=tmp_path / "work", full_history=True)
+    judge = SignatureJudge(
+        git, "runs/", tmp_path / "allowed_signers", own_signers=own_signers_file(key, tmp_path)
+    )
 
     async def subjects() -> list[str]:
         await git.ensure()

@@ -106,8 +106,8 @@ def test_requests_name_the_process_and_inside_a_step_the_run_and_step(server) ->
     asyncio.run(main())
     base = f"reconciler/0.1.0 ({process_identity()})"
     assert all(agent.startswith(base) for _, agent in seen)  # discovery included
-    # discovery asks /version first too: read the last six
-    agents = [agent for path, agent in seen if path not in DISCOVERY][-6:]
+    # discovery asks /version first too: read the last seven (the capture keeps its state)
+    agents = [agent for path, agent in seen if path not in DISCOVERY][-7:]
     assert agents[0] == agents[-1] == base
     assert agents[1] == f"{base} run/w-1"
     step_agents = set(agents[2:-1])
@@ -168,5 +168,5 @@ def test_a_steps_calls_impersonate_its_tenant_account_and_nothing_else_does(serv
     step_calls = calls[1:-1]
     assert ("/api/v1/namespaces/shop/secrets/s", tenant) in step_calls
     own = [who for p, who in step_calls if p.startswith("/api/v1/namespaces/reconciler-system/")]
-    assert own == [None]  # the capture Secret is created as the daemon
+    assert len(own) == 2 and set(own) == {None}  # its capture and state Secrets: the daemon
     assert {who for p, who in step_calls if "/namespaces/shop/" in p} == {tenant}

@@ -69,7 +69,7 @@ def verdict(judge: SignatureJudge, head: str) -> tuple[bool, str]:
 
 
 def judge_of(bare: Path, tmp_path: Path, allowed: Path) -> SignatureJudge:
-    git = GitRepo(url=str(bare), workdir=tmp_path / "work")
+    git = GitRepo(url=str(bare), workdir=tmp_path / "work", full_history=True)
     return SignatureJudge(git, "runs/", allowed, "workflows/")
 
 
@@ -106,3 +106,36 @@ def test_after_a_verified_head_every_commit_touching_the_workflows_must_be_signe
     # a change outside the workflows needs no signature once the workflows are signed
     judge.verified = hidden
     assert verdict(judge, on_top) == (True, on_top), docs
+
+
+def test_only_record_commits_signed_by_the_daemons_own_key_are_skipped(repo, tmp_path) -> None:
+    """A record-only commit is skipped unjudged only if the daemon signed it: an unsigned
+    one (anyone may push it: a forged record decides what already ran) is judged."""
+    from reconciler.gitops.signatures import own_signers_file
+
+    bare, clone, allowed = repo
+    daemon_key = tmp_path / "daemon"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(daemon_key), cwd=tmp_path)
+    head = commit(clone, "signed", {"workflows/a.yaml": "v1\n"}, signed=True)
+    sh("git", "config", "user.signingkey", str(daemon_key), cwd=clone)
+    record = commit(clone, "reconciler: a record", {"runs/a/r.yaml": "x\n"}, signed=True)
+    sh("git", "config", "user.signingkey", str(tmp_path / "sre"), cwd=clone)
+    forged = commit(clone, "a forged record", {"runs/b/r.yaml": "x\n"}, signed=False)
+    sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    judge = judge_of(bare, tmp_path, allowed)
+    judge.own_signers = own_signers_file(daemon_key, tmp_path / "own")
+    assert verdict(judge, record) == (True, record)  # its subject was the signed head
+    assert asyncio.run(judge.subject(record)) == head
+    assert verdict(judge, forged) == (False, forged)
+    keyless = judge_of(bare, tmp_path, allowed)  # no key of its own: records are judged
+    assert verdict(keyless, record) == (False, record)
+
+
+def test_a_signing_key_that_is_not_a_key_is_a_start_up_error(tmp_path) -> None:
+    from reconciler.gitops.signatures import OwnKeyError, own_signers_file
+
+    bad = tmp_path / "key"
+    bad.write_text("not a key\n")
+    bad.chmod(0o600)
+    with pytest.raises(OwnKeyError, match=r"--signing-key .*not a readable SSH private key"):
+        own_signers_file(bad, tmp_path)
