@@ -148,7 +148,7 @@ class RestartDeployment(DeploymentAction):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         what, path = deployment(step)
         patch = {
             "spec": {
@@ -156,3 +156,4 @@ class RestartDeployment(DeploymentAction):
             }
         }
         await kube.strategic_patch(what, path, patch)
+        return {"restartedAt": captured["restartedAt"]}  # what it wrote, for the record

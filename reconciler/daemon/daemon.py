@@ -56,6 +56,7 @@ class Daemon:
             signing_key=config.signing_key,
             timeout=config.git_timeout,
             full_history=config.allowed_signers is not None,
+            partial=True,
         )
         self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
         self.labels = daemon_labels(config.repo, config.branch)  # the executions it owns

@@ -129,6 +129,7 @@ class Entry(Protocol):
 
     path: str
     sha: str
+    size: int | None  # None: never fetched (over the file limit)
 
 
 def recorded_runs(entries: Iterable[Entry]) -> dict[str, str]:
@@ -136,6 +137,8 @@ def recorded_runs(entries: Iterable[Entry]) -> dict[str, str]:
     files = {}
     for entry in entries:
         path = PurePosixPath(entry.path)
+        if entry.size is None:
+            continue  # over the file limit, never fetched: not a record the daemon wrote
         if path.suffix == ".yaml" and len(path.parts) >= 3:
             files[path.stem] = entry.sha
     return files

@@ -42,7 +42,7 @@ class ManifestCache:
         tree = [e for e in tree if not any(p.startswith(".") for p in PurePosixPath(e.path).parts)]
         problems = {e: self._precheck(e) for e in tree}
         # what would be read: a file over its own limit is reported alone and never read
-        total = sum(e.size for e in tree if problems[e] is None)
+        total = sum(e.size or 0 for e in tree if problems[e] is None)
         if total > MAX_REVISION_BYTES:
             return revision_refused(
                 folder, f"{total:,} bytes of workflow files, over the {MAX_REVISION_BYTES:,}"
@@ -88,8 +88,10 @@ class ManifestCache:
             )
         if entry.kind != "blob":
             return ManifestIssue(entry.path, 0, 0, f"not a file ({entry.kind})")
+        limit = yamlsource.MAX_FILE_BYTES // (1024 * 1024)
+        if entry.size is None:  # the mirror never fetched it: over the limit
+            return ManifestIssue(entry.path, 0, 0, f"file is over the {limit} MiB limit")
         if entry.size > yamlsource.MAX_FILE_BYTES:
-            limit = yamlsource.MAX_FILE_BYTES // (1024 * 1024)
             return ManifestIssue(
                 entry.path, 0, 0, f"file is {entry.size:,} bytes, over the {limit} MiB limit"
             )

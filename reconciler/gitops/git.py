@@ -1,11 +1,9 @@
 """Git, and only git: fetch a branch, read a tree, write record commits, push with retry.
 
-We drive the git CLI directly with one-shot `asyncio` subprocesses rather than through
-GitPython (the design names it; docs/architecture.md, Dependencies): every command we need
-is plumbing (`ls-remote`, `fetch`, `ls-tree`, `cat-file --batch`, `hash-object`,
-`commit-tree`, `push`), each with an explicit timeout, environment and process group, and
-nothing stays running between commands, so the long-lived `git cat-file` processes
-GitPython's README warns about cannot leak in a long-running daemon.
+We drive the git CLI with one-shot `asyncio` subprocesses, not GitPython (docs/
+architecture.md, Dependencies): every command we need is plumbing, each with a timeout,
+environment and process group, and nothing stays running between commands, so GitPython's
+long-lived `git cat-file` processes cannot leak in a long-running daemon.
 
 The daemon never has a working tree: workflows are read from the fetched commit, and record
 commits are built on top of the remote head with a temporary index (read-tree, update-index,
@@ -28,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.attempt import Backoff, attempt
+from reconciler.gitops import partial
 from reconciler.gitops.credentials import Credentials, git_environment
 from reconciler.gitops.plumbing import TreeEntry, parse_cat_file_batch, parse_ls_tree
 
@@ -63,6 +62,7 @@ class GitRepo:
     author_email: str = AUTHOR_EMAIL
     signing_key: Path | None = None  # SSH key to sign record commits with
     full_history: bool = False  # fetch all of it (signature verification walks it)
+    partial: bool = False  # never fetch blobs over the file limit (gitops/partial.py)
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
 
     @property
@@ -70,7 +70,8 @@ class GitRepo:
         return f"refs/remotes/origin/{self.branch}"
 
     def _env(self) -> dict[str, str]:
-        return git_environment(self.credentials, self.workdir)
+        env = git_environment(self.credentials, self.workdir)
+        return {**env, **partial.ENVIRONMENT} if self.partial else env
 
     async def git(
         self,
@@ -142,15 +143,14 @@ class GitRepo:
 
     async def fetch(self, branch: str | None = None) -> str | None:
         """The branch's head, fetched. The first fetch of a branch is shallow (its head
-        alone): the daemon reads trees, never old history, and a repository with years of
-        it must not cost a full clone at start-up; later fetches bring every new commit
-        (signature verification judges each one since the last verified head). Not with
-        `full_history`: judging a head walks down the record commits above it."""
+        alone): the daemon reads trees, not old history, and years of it must not cost a
+        full clone at start-up; later fetches bring every new commit. Not `full_history`:
+        judging signatures walks down the record commits above a head."""
         name = branch or self.branch
         shallow = not self.full_history and await self.local_head(name) is None
-        depth = ["--depth=1"] if shallow else []
+        limits = (["--depth=1"] if shallow else []) + ([partial.FETCH_FILTER] * self.partial)
         refspec = f"+refs/heads/{name}:refs/remotes/origin/{name}"
-        await self.git("fetch", "--quiet", "--no-tags", *depth, "origin", refspec)
+        await self.git("fetch", "--quiet", "--no-tags", *limits, "origin", refspec)
         return await self.local_head(name)
 
     async def remote_heads(self) -> dict[str, str]:
@@ -164,6 +164,8 @@ class GitRepo:
 
     async def ls_tree(self, commit: str, path: str) -> list[TreeEntry]:
         folder = path.rstrip("/") + "/"
+        if self.partial:
+            return await partial.ls_tree(self.git, commit, folder)
         out = await self.git("ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", folder)
         return parse_ls_tree(out)
 
@@ -193,7 +195,8 @@ class GitRepo:
                 lines.append(f"100644 {sha.decode().strip()}\t{path}\n")
             # --index-info works without a work tree (this mirror is bare)
             await self.git("update-index", "--index-info", stdin="".join(lines).encode(), env=env)
-            tree = (await self.git("write-tree", env=env)).decode().strip()
+            # --missing-ok: a partial mirror lacks the blobs over the file limit
+            tree = (await self.git("write-tree", "--missing-ok", env=env)).decode().strip()
         parent_tree = (await self.git("rev-parse", f"{parent}^{{tree}}")).decode().strip()
         if tree == parent_tree:
             return parent  # nothing changed: no empty commits

@@ -11,7 +11,7 @@ class TreeEntry:
     mode: str  # 100644 file, 100755 executable, 120000 symlink
     kind: str  # blob | tree | commit
     sha: str
-    size: int  # bytes, known before reading the blob
+    size: int | None  # bytes, known before reading; None: not fetched (gitops/partial.py)
     path: str
 
 
@@ -21,7 +21,8 @@ def parse_ls_tree(out: bytes) -> list[TreeEntry]:
         if not item:
             continue
         meta, _, raw_name = item.partition(b"\t")
-        mode, kind, sha, size = meta.decode().split()
+        mode, kind, sha, *sized = meta.decode().split()  # ls-tree -l adds the size
+        size = sized[0] if sized else "-"
         name = raw_name.decode("utf-8", errors="surrogateescape")
         entries.append(TreeEntry(mode, kind, sha, int(size) if size.isdigit() else 0, name))
     return entries

@@ -56,6 +56,8 @@ class Remote:
         REMOTES.append(self.bare)
         self.clone = root / "clone"
         sh("git", "init", "--quiet", "--bare", "-b", "main", str(self.bare), cwd=root)
+        # as GitHub and GitLab do: the daemon's mirror is a partial clone (gitops/partial.py)
+        sh("git", "config", "uploadpack.allowFilter", "true", cwd=self.bare)
         sh("git", "clone", "--quiet", str(self.bare), str(self.clone), cwd=root)
         sh("git", "config", "user.email", "sre@example.com", cwd=self.clone)
         sh("git", "config", "user.name", "SRE", cwd=self.clone)

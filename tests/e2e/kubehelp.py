@@ -7,6 +7,8 @@ Nothing here mocks Kubernetes: every call goes to the API server of the session'
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -299,3 +301,11 @@ def api(kubeconfig: str) -> k8s.ApiClient:
     client = api_client(kubeconfig)
     install_crd(client)
     return client
+
+
+def captured_state(api: k8s.ApiClient, step: Any) -> dict[str, Any]:
+    """What a step captured for its undo: in the state Secret its record names."""
+    namespace, name = step.captured["stateSecret"].split("/")
+    data = k8s.CoreV1Api(api).read_namespaced_secret(name, namespace).data["state"]
+    state: dict[str, Any] = json.loads(base64.b64decode(data))
+    return state

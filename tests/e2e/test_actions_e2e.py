@@ -9,6 +9,7 @@ import base64
 
 from kubehelp import (
     api,  # noqa: F401  (fixture)
+    captured_state,
     configmap,
     configmap_data,
     deployment,
@@ -97,9 +98,9 @@ def test_actions_apply_and_wait_for_real(api, namespace) -> None:
     template = read_deployment(api, namespace, "web").spec.template
     assert (
         template.metadata.annotations[RESTARTED_AT]
-        == record.steps["restart"].captured["restartedAt"]
+        == record.steps["restart"].result["restartedAt"]
     )
-    deleted = {p["uid"] for p in record.steps["kill-pods"].captured["pods"]}
+    deleted = {p["uid"] for p in captured_state(api, record.steps["kill-pods"])["pods"]}
     live = {
         p.metadata.uid
         for p in k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
@@ -363,7 +364,7 @@ def test_deleting_the_execution_while_running_cancels_and_rolls_back_first(
         60,
         "the run's capture Secret collected",
     )
-    assert record.steps["job"].result and record.steps["rotate"].captured["captureSecret"]
+    assert record.steps["job"].result and record.steps["rotate"].captured["stateSecret"]
 
 
 def test_metadata_list_of_nothing_is_empty(api, namespace) -> None:

@@ -71,6 +71,12 @@ def test_hostile_manifests_are_recorded_and_valid_ones_still_run(
         row = f"| `workflows/{Path(issue.file).name}` | {issue.line} | {issue.column} | `{where}` |"
         assert row in errors, (row, errors)
     assert "over the 8 MiB limit" in errors and "symlinks are not followed" in errors
+    # the 100 MB file was never even downloaded: the mirror is a partial clone
+    mirror, no_fetch = tmp_path / "work" / "repo.git", {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
+    for name, fetched in (("huge.yaml", False), ("valid.yaml", True)):
+        sha = sh("git", "rev-parse", f"HEAD:workflows/{name}", cwd=remote.clone)
+        has = subprocess.run(["git", "cat-file", "-e", sha], cwd=mirror, env=no_fetch, check=False)
+        assert (has.returncode == 0) is fetched, f"{name} in the daemon's mirror: {not fetched}"
     assert daemon.get("/healthz")[0] == 200 and daemon.proc.poll() is None
     # the daemon's commits touch only the records path
     changed = remote.daemon_paths_since(before)
