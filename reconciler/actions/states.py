@@ -44,8 +44,11 @@ class CapturedStates:
         name = run_object_name(ctx.run_id, step.name, f"-state-{short}")
         ref = f"{namespace}/{name}"
         self._known[ref] = state
+        handle: Captured = {REF: ref}
+        if step.record_previous:  # the author asked to see what the step replaces
+            handle["previous"] = previous_values(step, state)
         if self.kube.dry_run:
-            return {REF: ref}  # a dry run keeps nothing
+            return handle  # a dry run keeps nothing
         data = {DATA_KEY: base64.b64encode(text.encode()).decode()}
         body = owned_secret(namespace, name, run_labels(ctx, step), self.owner, data)
         with acting_as(None):  # the daemon's own Secret, never the tenant's
@@ -56,7 +59,7 @@ class CapturedStates:
                 body,
                 self.owner,
             )
-        return {REF: ref}
+        return handle
 
     async def read(self, captured: Captured) -> Captured:
         """The state a reference names (a checkpoint of a run before this change holds the
@@ -79,3 +82,13 @@ class CapturedStates:
         state: Captured = json.loads(base64.b64decode(secret["data"][DATA_KEY]))
         self._known[ref] = state
         return state
+
+
+def previous_values(step: StepBase, state: Captured) -> Captured:
+    """What `recordPrevious` shows: the captured state, narrowed for a ConfigMap merge to
+    the keys the step writes (the other keys are neither the author's nor changed)."""
+    params = getattr(step, "params", None)
+    if getattr(params, "mode", None) == "merge" and isinstance(state.get("data"), dict):
+        keys = set(getattr(params, "data", None) or {})
+        return {**state, "data": {k: v for k, v in state["data"].items() if k in keys}}
+    return state

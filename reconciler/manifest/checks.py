@@ -73,6 +73,13 @@ def _check_target(i: int, step: StepBase) -> list[Problem]:
         params = step.params  # type: ignore[attr-defined]
         if (params.data is None) == (params.from_secret is None):
             return [(("spec", "steps", i, "params"), "give exactly one of data or fromSecret")]
+        if step.record_previous:
+            return [
+                (
+                    ("spec", "steps", i, "recordPrevious"),
+                    "a Secret's values are never recorded: remove recordPrevious",
+                )
+            ]
     if action == "Apply":
         return _check_apply_manifest(i, step)
     return []

@@ -34,6 +34,10 @@ DEFAULT_PROTECTED = (
 STEP_ACCOUNT = "reconciler-steps"  # impersonated in the target namespace by default
 CLUSTER_ACCOUNT = "reconciler-cluster"  # in the daemon's namespace, for node/cluster steps
 POD_ACCOUNTS = frozenset({"default"})  # what a Custom pod may run as, unless listed
+# What Apply may manage unless the policy lists kinds: what deploy/tenant/ grants. A
+# Deployment applied over an existing one could make it privileged, mount the node's
+# root or run as another ServiceAccount; list such kinds only where that is intended.
+APPLY_KINDS = frozenset({"ConfigMap"})
 # Kinds that are cluster-scoped in every cluster: a namespace on them is ignored by the API
 # server, so one given with a namespace must not pass as a namespaced object.
 CLUSTER_SCOPED = frozenset(
@@ -68,7 +72,7 @@ class NamespaceRules:
 
     actions: frozenset[str] | None = None
     service_account: str = STEP_ACCOUNT
-    apply_kinds: frozenset[str] | None = None  # "Kind" (core) or "group/Kind"
+    apply_kinds: frozenset[str] = APPLY_KINDS  # "Kind" (core) or "group/Kind"
     images: tuple[str, ...] | None = None  # prefixes, e.g. "registry.example.com/ops/"
     pod_accounts: frozenset[str] = POD_ACCOUNTS
 
@@ -177,7 +181,7 @@ def _check_namespaced_kind(
                 "metadata.namespace and list the kind under cluster.kinds in the policy",
             )
         ]
-    if rules.apply_kinds is not None and kind not in rules.apply_kinds:
+    if kind not in rules.apply_kinds:
         allowed = ", ".join(sorted(rules.apply_kinds)) or "none"
         return [
             (

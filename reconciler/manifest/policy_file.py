@@ -3,12 +3,13 @@
 serviceAccount: reconciler-steps      # impersonated in each target namespace (default)
 serviceAccountNames: [default]        # what Custom pods may run as (default: default)
 images: [registry.example.com/ops/]   # Custom image prefixes (default: any)
+applyKinds: [ConfigMap]               # what Apply may manage (default: ConfigMap)
 namespaces:                           # omit: every unprotected namespace, the above
   shop: [ScaleDeployment, UpdateConfigMap]      # short form: the allowed actions
   payments:
     actions: [Apply, Custom]
     serviceAccount: payments-ops
-    applyKinds: [ConfigMap, apps/Deployment]    # default: any namespaced kind
+    applyKinds: [ConfigMap, apps/Deployment]    # default: the top-level list
     images: [registry.example.com/payments/]
     serviceAccountNames: [default, canary]
   "*": [ScaleDeployment]              # any namespace not listed
@@ -34,7 +35,15 @@ from reconciler.manifest.schema import ACTIONS
 if TYPE_CHECKING:
     from reconciler.manifest.policy import ClusterRules, NamespaceRules, Policy
 
-TOP = {"serviceAccount", "serviceAccountNames", "images", "namespaces", "cluster", "nodes"}
+TOP = {
+    "serviceAccount",
+    "serviceAccountNames",
+    "images",
+    "applyKinds",
+    "namespaces",
+    "cluster",
+    "nodes",
+}
 PER_NAMESPACE = {"actions", "serviceAccount", "applyKinds", "images", "serviceAccountNames"}
 CLUSTER = {"actions", "kinds", "serviceAccount"}
 NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a ServiceAccount name
@@ -63,6 +72,10 @@ def read_policy(
         service_account=where.name(doc.get("serviceAccount"), "serviceAccount")
         or NamespaceRules.service_account,
         images=where.strings(doc.get("images"), "images"),
+        apply_kinds=_or(
+            where.strings(doc.get("applyKinds"), "applyKinds", frozenset),
+            NamespaceRules.apply_kinds,
+        ),
         pod_accounts=_or(
             where.names(doc.get("serviceAccountNames"), "serviceAccountNames"),
             NamespaceRules.pod_accounts,
@@ -88,7 +101,10 @@ def _namespace(where: _Where, at: str, value: Any, default: NamespaceRules) -> N
         actions=where.actions(value["actions"], f"{at}.actions") if "actions" in value else None,
         service_account=where.name(value.get("serviceAccount"), f"{at}.serviceAccount")
         or default.service_account,
-        apply_kinds=where.strings(value.get("applyKinds"), f"{at}.applyKinds", frozenset),
+        apply_kinds=_or(
+            where.strings(value.get("applyKinds"), f"{at}.applyKinds", frozenset),
+            default.apply_kinds,
+        ),
         images=_or(where.strings(value.get("images"), f"{at}.images"), default.images),
         pod_accounts=_or(
             where.names(value.get("serviceAccountNames"), f"{at}.serviceAccountNames"),

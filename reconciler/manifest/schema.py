@@ -68,6 +68,11 @@ class StepBase(Model):
     continue_on_failure: bool = Field(
         False, description="failure neither fails nor rolls back the run"
     )
+    record_previous: bool = Field(
+        False,
+        description="the run record also shows the values this step replaces (default: only"
+        " what it writes; what it captures for undo stays in the cluster)",
+    )
 
     target_kind: ClassVar[TargetKind] = "namespaced-object"
     reversible: ClassVar[bool] = True

@@ -122,3 +122,52 @@ def test_a_cluster_scoped_kind_listed_in_the_policy_is_still_bounded_by_the_clus
         raise AssertionError(f"ClusterRoleBinding {name} was made")
     except ApiException as err:
         assert err.status == 404
+
+
+def test_what_rbac_cannot_bound_the_policy_refuses_before_anything_runs(
+    api, namespace, kubeconfig, tmp_path: Path
+) -> None:
+    """The attacks of issue 12 that a tenant Role would let through or that no RBAC can
+    express, tried against the cluster with admin credentials: a Custom pod in flux-system
+    as kustomize-controller (its token), a Custom pod in a tenant namespace as another
+    ServiceAccount, a Deployment force-applied over an existing one (privileged, the node's
+    root mounted), Argo CD's RBAC config rewritten. All fail validation at their field;
+    nothing reaches the cluster."""
+    deployment(api, namespace, "web", replicas=1)
+    attacks = {
+        "token": (
+            "    - {name: t, action: Custom, target: {namespace: flux-system}, params: {image: "
+            "busybox, command: [cat, /var/run/secrets/kubernetes.io/serviceaccount/token],"
+            " serviceAccountName: kustomize-controller}}\n",
+            "namespace 'flux-system' is protected",
+        ),
+        "pod-as": (
+            f"    - {{name: t, action: Custom, target: {{namespace: {namespace}}}, params: "
+            "{image: busybox, serviceAccountName: ingress-nginx}}\n",
+            "does not allow a Custom pod to run as ServiceAccount 'ingress-nginx'",
+        ),
+        "privileged": (
+            "    - name: t\n      action: Apply\n      params:\n        manifest:\n"
+            "          apiVersion: apps/v1\n          kind: Deployment\n"
+            f"          metadata: {{name: web, namespace: {namespace}}}\n"
+            "          spec: {template: {spec: {containers: [{name: app, image: busybox,"
+            " securityContext: {privileged: true}}], volumes: [{name: root, hostPath:"
+            " {path: /}}]}}}\n",
+            "does not allow Apply of apps/Deployment",
+        ),
+        "argocd-rbac": (
+            "    - {name: t, action: UpdateConfigMap, target: {namespace: argocd, name:"
+            " argocd-rbac-cm}, params: {data: {policy.csv: 'g, attacker, role:admin'}}}\n",
+            "namespace 'argocd' is protected",
+        ),
+    }
+    for name, (steps, refusal) in attacks.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(workflow_yaml(f"attack-{name}", steps))
+        result = reconciler("run", str(path), "--once", kubeconfig=kubeconfig, log_dir=tmp_path)
+        assert result.returncode == 1 and "not running anything" in result.stderr, name
+        assert any(r in result.stderr for r in refusal.split("|")), (name, result.stderr)
+        assert f"{path}:" in result.stderr, "the error names the file"
+    assert not k8s.BatchV1Api(api).list_namespaced_job(namespace).items
+    web = read_deployment(api, namespace, "web").spec.template.spec
+    assert not web.volumes and not web.containers[0].security_context

@@ -58,6 +58,19 @@ def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def apply_kustomization(kubeconfig: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply --server-side -k`, as the README tells users to."""
+    return kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=e2e",
+        "-k",
+        str(path),
+    )
+
+
 def _settled(read, granted, timeout: float = 30):
     """Read the audit log until every grant is in it or the time is up; the last reading."""
     deadline = time.monotonic() + timeout
@@ -143,30 +156,14 @@ spec:
 def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
     api, namespace, kubeconfig, remote, daemons, own_node, tmp_path: Path
 ) -> None:
-    applied = kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=e2e",
-        "-k",
-        str(ROOT / "deploy"),
-    )
+    applied = apply_kustomization(kubeconfig, ROOT / "deploy")
     assert applied.returncode == 0, applied.stderr
     assert "clusterrole.rbac.authorization.k8s.io/reconciler serverside-applied" in applied.stdout
     # the tenant template through an overlay, as a user onboards a namespace
     overlay = tmp_path / "overlay"
     shutil.copytree(ROOT / "deploy" / "tenant", overlay / "tenant")
     (overlay / "kustomization.yaml").write_text(f"namespace: {namespace}\nresources: [tenant]\n")
-    onboarded = kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=e2e",
-        "-k",
-        str(overlay),
-    )
+    onboarded = apply_kustomization(kubeconfig, overlay)
     assert onboarded.returncode == 0, onboarded.stderr
     assert (
         "rolebinding.rbac.authorization.k8s.io/reconciler-steps serverside-applied"

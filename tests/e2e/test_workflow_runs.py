@@ -13,6 +13,7 @@ import pytest
 from auditlog import AuditLog, peak_overlap, step_spans
 from kubehelp import (
     api,  # noqa: F401  (fixture)
+    captured_state,
     configmap,
     configmap_data,
     deployment,
@@ -30,6 +31,7 @@ from kubernetes import watch
 from reconciler.actions.base import run_object_name
 from reconciler.engine.record import RunPhase, StepPhase, UndoResult
 from reconciler.formats.packing import unpack
+from reconciler.formats.run_record import record_document
 
 
 def scale(name: str, target: str, ns: str, replicas: int, deps: str = "") -> str:
@@ -228,3 +230,31 @@ def test_secret_values_never_reach_the_record_and_owned_objects_go_with_the_run(
             60,
             f"secret {secret_ns}/{secret_name} garbage-collected",
         )
+
+
+def test_a_record_holds_what_the_workflow_wrote_and_previous_values_only_on_request(
+    api, namespace
+) -> None:
+    """The git record is reviewed by people who may not read the cluster: a step's captured
+    state (the whole ConfigMap, the replicas before) stays in the run's state Secret; a
+    step with recordPrevious shows what it replaced, of the keys it writes only."""
+    deployment(api, namespace, "web", replicas=1)
+    configmap(api, namespace, "app", {"A": "1", "DATABASE_URL": "postgres://u:pw@db"})
+    configmap(api, namespace, "other", {"B": "1", "TOKEN": "t0ps3cret"})
+    steps = (
+        f"    - {{name: scale, action: ScaleDeployment, target: {{namespace: {namespace},"
+        " name: web}, params: {replicas: 2}, timeout: 60s}\n"
+        f"    - {{name: tune, action: UpdateConfigMap, target: {{namespace: {namespace},"
+        " name: app}, params: {data: {A: '2'}}, recordPrevious: true}\n"
+        f"    - {{name: other, action: UpdateConfigMap, target: {{namespace: {namespace},"
+        " name: other}, params: {data: {B: '2'}}}\n"
+    )
+    record = run_workflow(api, workflow_yaml("previous", steps))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    text = json.dumps(record_document(record))  # what goes to git
+    for live in ("postgres://u:pw@db", "t0ps3cret", "DATABASE_URL", "TOKEN"):
+        assert live not in text, live
+    assert record.steps["tune"].captured["previous"] == {"data": {"A": "1"}}
+    assert set(record.steps["other"].captured) == {"stateSecret"}
+    assert set(record.steps["scale"].captured) == {"stateSecret"}
+    assert captured_state(api, record.steps["other"])["data"] == {"B": "1", "TOKEN": "t0ps3cret"}

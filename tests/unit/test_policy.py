@@ -218,3 +218,25 @@ def test_a_bad_policy_file_names_the_file_and_field(
     with pytest.raises(ValueError) as err:
         Policy.load(DEFAULT_PROTECTED, file)
     assert str(err.value).startswith(str(file)) and fragment in str(err.value)
+
+
+def test_without_a_policy_file_apply_manages_configmaps_only() -> None:
+    """What deploy/tenant/ grants: a Deployment applied over another could make it
+    privileged or mount the node's root."""
+    step = (
+        "{name: a, action: Apply, target: {namespace: shop}, params: {manifest: "
+        "{apiVersion: apps/v1, kind: Deployment, metadata: {name: d}}}}"
+    )
+    (issue,) = load_text(wf(step), "w.yaml", Policy()).issues
+    assert "does not allow Apply of apps/Deployment in namespace 'shop'" in issue.message
+    config = step.replace("apps/v1", "v1").replace("Deployment", "ConfigMap")
+    assert load_text(wf(config), "w.yaml", Policy()).ok
+
+
+def test_record_previous_is_refused_on_a_secret_step() -> None:
+    step = (
+        "{name: s, action: UpdateSecret, target: {namespace: shop, name: db},"
+        " params: {data: {K: v}}, recordPrevious: true}"
+    )
+    (issue,) = load_text(wf(step), "w.yaml").issues
+    assert "never recorded" in issue.message and issue.path[-1] == "recordPrevious"

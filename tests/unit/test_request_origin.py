@@ -63,6 +63,26 @@ def server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     httpd.server_close()
 
 
+def one_step(name: str, action: str, namespace: str, target: str, params: dict) -> Workflow:
+    return Workflow.model_validate(
+        {
+            "apiVersion": "reconciler.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "w"},
+            "spec": {
+                "steps": [
+                    {
+                        "name": name,
+                        "action": action,
+                        "target": {"namespace": namespace, "name": target},
+                        "params": params,
+                    }
+                ]
+            },
+        }
+    )
+
+
 def kube_for(url: str) -> Kube:
     configuration = k8s.Configuration()
     configuration.host = url
@@ -72,23 +92,7 @@ def kube_for(url: str) -> Kube:
 def test_requests_name_the_process_and_inside_a_step_the_run_and_step(server) -> None:
     url, seen = server
     kube = kube_for(url)
-    workflow = Workflow.model_validate(
-        {
-            "apiVersion": "reconciler.dev/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "w"},
-            "spec": {
-                "steps": [
-                    {
-                        "name": "cfg",
-                        "action": "UpdateConfigMap",
-                        "target": {"namespace": "ns", "name": "c"},
-                        "params": {"data": {"K": "2"}},
-                    }
-                ]
-            },
-        }
-    )
+    workflow = one_step("cfg", "UpdateConfigMap", "ns", "c", {"data": {"K": "2"}})
     step = workflow.spec.steps[0]
     actions = KubeActions(kube)
 
@@ -135,23 +139,7 @@ def test_a_steps_calls_impersonate_its_tenant_account_and_nothing_else_does(serv
     other, carries the tenant's Impersonate-User; the capture Secret stays the daemon's."""
     url, _ = server
     kube = kube_for(url)
-    workflow = Workflow.model_validate(
-        {
-            "apiVersion": "reconciler.dev/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "w"},
-            "spec": {
-                "steps": [
-                    {
-                        "name": "sec",
-                        "action": "UpdateSecret",
-                        "target": {"namespace": "shop", "name": "s"},
-                        "params": {"data": {"K": "2"}},
-                    }
-                ]
-            },
-        }
-    )
+    workflow = one_step("sec", "UpdateSecret", "shop", "s", {"data": {"K": "2"}})
     step = workflow.spec.steps[0]
     actions = KubeActions(kube, account_for=Policy().account_for)
 
