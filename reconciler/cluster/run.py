@@ -12,6 +12,7 @@ from typing import Any
 from reconciler import failpoints
 from reconciler.actions.registry import KubeActions
 from reconciler.attempt import attempt
+from reconciler.checks.measure import ClusterChecks, prometheus_for
 from reconciler.cluster import inputs
 from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.events import EventRecorder
@@ -167,6 +168,7 @@ async def run_in_cluster(
     labels: dict[str, str] | None = None,
     key: bytes | None = None,
     policy: Policy,
+    prometheus_url: str | None = None,
 ) -> RunRecord:
     """Run (or resume, if its WorkflowExecution exists unfinished) one workflow. `key`
     signs its execution (default: this installation's, read from the cluster). Each step
@@ -176,8 +178,13 @@ async def run_in_cluster(
     `cancel` is set (the daemon does that when the workflow is deleted from git).
     """
     with request_origin(f"run/{loaded.run_id}"):  # steps add theirs (KubeActions)
+        checks = ClusterChecks(
+            kube,
+            await prometheus_for(kube, loaded.workflow.spec.prometheus, prometheus_url),
+            policy.account_for,
+        )
         return await _run_in_cluster(
-            kube, engine, loaded, revision, hooks, cancel, labels, key, policy
+            kube, engine, loaded, revision, hooks, cancel, labels, key, policy, checks
         )
 
 
@@ -191,6 +198,7 @@ async def _run_in_cluster(
     labels: dict[str, str] | None,
     key: bytes | None,
     policy: Policy,
+    checks: ClusterChecks,
 ) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels, key)
     resume = record_of(execution)
@@ -223,6 +231,7 @@ async def _run_in_cluster(
             actions=KubeActions(kube, owner_reference(execution), policy.account_for),
             hook=hook,
             resume=resume,
+            checks=checks,
         )
     finally:
         for task in watchers:

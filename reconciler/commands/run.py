@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +31,11 @@ from reconciler.observability.progress import progress_for
 
 
 async def _run_all(
-    workflows: list[LoadedWorkflow], kube: Kube, global_limit: int | None, policy: Policy
+    workflows: list[LoadedWorkflow],
+    kube: Kube,
+    global_limit: int | None,
+    policy: Policy,
+    prometheus_url: str | None = None,
 ) -> int:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
     await ensure_namespace(kube, kube.capture_namespace)
@@ -41,7 +46,13 @@ async def _run_all(
     async def one(loaded: LoadedWorkflow) -> str:
         try:
             record = await run_in_cluster(
-                kube, engine, loaded, hooks=[progress.hook], key=key, policy=policy
+                kube,
+                engine,
+                loaded,
+                hooks=[progress.hook],
+                key=key,
+                policy=policy,
+                prometheus_url=prometheus_url,
             )
             return record.phase.value
         except AlreadyRun as done:
@@ -78,10 +89,11 @@ def run_once(
     global_limit: int | None,
     capture_namespace: str,
     policy: Policy,
+    prometheus_url: str | None = None,
 ) -> int:
     kube = Kube(load_api_client(kubeconfig, context), capture_namespace=capture_namespace)
     try:
-        return asyncio.run(_run_all(workflows, kube, global_limit, policy))
+        return asyncio.run(_run_all(workflows, kube, global_limit, policy, prometheus_url))
     finally:
         kube.api.close()
 
@@ -102,6 +114,13 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="global limit on steps running at once across all workflows",
     )
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("RECONCILER_PROMETHEUS_URL"),
+        metavar="URL",
+        help="Prometheus that checks query unless a workflow names its own"
+        " [RECONCILER_PROMETHEUS_URL]",
+    )
     add_policy_flags(p, DEFAULT_NAMESPACE)
     p.set_defaults(func=main)
 
@@ -120,4 +139,5 @@ def main(args: argparse.Namespace) -> int:
         global_limit=args.max_concurrent_steps,
         capture_namespace=args.capture_namespace,
         policy=policy,
+        prometheus_url=args.prometheus_url,
     )

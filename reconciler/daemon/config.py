@@ -104,6 +104,11 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="GLOB",
     ),
     Setting("git_timeout", GIT_TIMEOUT, "seconds a git command may take (a hung remote)", float),
+    Setting(
+        "prometheus_url",
+        None,
+        "Prometheus that checks query unless a workflow names its own (spec.prometheus)",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -140,6 +145,7 @@ class DaemonConfig:
     execution_history: int | None = _default("execution_history")
     plan_branches: str | None = _default("plan_branches")  # planned, never executed
     git_timeout: float = _default("git_timeout")
+    prometheus_url: str | None = _default("prometheus_url")
     policy: Policy = field(default_factory=Policy)
 
 

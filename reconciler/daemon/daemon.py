@@ -75,6 +75,7 @@ class Daemon:
             config.records_path,
             self.wake,
             config.policy,
+            config.prometheus_url,
         )
         self.revisions = Revisions(
             config,

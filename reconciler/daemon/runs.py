@@ -34,8 +34,10 @@ class Runs:
         records_path: str,
         wake: asyncio.Event,
         policy: Policy,
+        prometheus_url: str | None = None,
     ) -> None:
         self.policy = policy
+        self.prometheus_url = prometheus_url
         self.kube = kube
         self.engine = engine
         self.queue = queue
@@ -77,6 +79,7 @@ class Runs:
                 labels=self.labels,
                 key=self.key,
                 policy=self.policy,
+                prometheus_url=self.prometheus_url,
                 hooks=[self.metrics.hook, log_transition, commit_start],
             )
         except AlreadyRun:

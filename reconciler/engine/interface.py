@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from reconciler.engine.record import Measurement
+from reconciler.manifest.checkspec import Check
 from reconciler.manifest.schema import CustomStep, StepBase
 
 Captured = dict[str, Any]
@@ -48,6 +50,14 @@ class Actions(Protocol):
     async def undo(self, step: StepBase, captured: Captured, ctx: StepContext) -> str | None:
         """Restore the captured state and wait for it. May return a note for the record
         (e.g. "evicted pods are not restored")."""
+        ...
+
+
+class Checks(Protocol):
+    async def measure(self, check: Check, step: StepBase, ctx: StepContext) -> Measurement:
+        """One measurement of `check`, now: Passed, Failed (`decisive` if its
+        failureCondition held) or Inconclusive (no data, NaN, the source unreachable).
+        Never raises for what it measured; bounded in time by its own timeouts."""
         ...
 
 

@@ -34,6 +34,13 @@ class StepPhase(StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"  # was running when the workflow was cancelled or timed out
     SKIPPED = "Skipped"  # never started: the workflow stopped scheduling first
+    VERIFYING = "Verifying"  # applied and waited for; its `verify` checks are measuring
+
+
+class Verdict(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"  # no data, NaN, Prometheus unreachable
 
 
 class ErrorKind(StrEnum):
@@ -60,6 +67,28 @@ class Attempt:
 
 
 @dataclass
+class Measurement:
+    time: float
+    verdict: Verdict
+    value: str | None = None  # what was measured, as text ("0.083", "[0.1, 0.2]", "false")
+    note: str | None = None  # why this verdict ("0.083 > 0.05", "no data", the error)
+    decisive: bool = False  # its failureCondition held: no more measurements
+
+
+@dataclass
+class CheckRecord:
+    """One check of a step's `verify`: every measurement and the verdict."""
+
+    name: str
+    source: str  # "prometheus: <query>" or "kubernetes: <Kind namespace/name>"
+    condition: str
+    measurements: list[Measurement] = field(default_factory=list)
+    verdict: Verdict | None = None
+    reason: str | None = None
+    after_rollback: Measurement | None = None  # once, after its step was undone
+
+
+@dataclass
 class StepRecord:
     name: str
     action: str
@@ -73,6 +102,8 @@ class StepRecord:
     result: dict[str, Any] | None = None  # action output worth showing (e.g. a Job's log tail)
     message: str | None = None
     continue_on_failure: bool = False
+    applied: bool = False  # applied and waited for: a resumed run only verifies it again
+    checks: list[CheckRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +214,8 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
             result=s.get("result"),
             message=s.get("message"),
             continue_on_failure=bool(s.get("continue_on_failure")),
+            applied=bool(s.get("applied")),
+            checks=[_check_from_dict(c) for c in s.get("checks") or []],
         )
     rollback = None
     if data.get("rollback"):
@@ -219,6 +252,25 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
         execution_order=list(data.get("execution_order", [])),
         steps=steps,
         rollback=rollback,
+    )
+
+
+def _measurement_from_dict(m: dict[str, Any]) -> Measurement:
+    return Measurement(
+        m["time"], Verdict(m["verdict"]), m.get("value"), m.get("note"), bool(m.get("decisive"))
+    )
+
+
+def _check_from_dict(c: dict[str, Any]) -> CheckRecord:
+    after = c.get("after_rollback")
+    return CheckRecord(
+        name=c["name"],
+        source=c["source"],
+        condition=c["condition"],
+        measurements=[_measurement_from_dict(m) for m in c.get("measurements") or []],
+        verdict=Verdict(c["verdict"]) if c.get("verdict") else None,
+        reason=c.get("reason"),
+        after_rollback=_measurement_from_dict(after) if after else None,
     )
 
 

@@ -10,15 +10,19 @@ Undos run one at a time: rollback is the moment to be careful, not fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
 from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
-from reconciler.engine.interface import Actions, StepContext, is_reversible
+from reconciler.engine.interface import Actions, Checks, StepContext, is_reversible
 from reconciler.engine.record import RollbackRecord, RunRecord, UndoEntry, UndoResult
+from reconciler.engine.verify import after_rollback
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.schema import RollbackPolicy, StepBase
+
+RECHECK_TIMEOUT = 60.0  # seconds for all the after-rollback measurements together
 
 Emit = Callable[[str, str, str | None], Awaitable[None]]
 
@@ -38,8 +42,10 @@ async def run_rollback(
     clock: Clock,
     rng: random.Random,
     emit: Emit,
+    checks: Checks | None = None,
 ) -> bool:
-    """Undo what `plan_rollback` names; True if everything reversible was undone."""
+    """Undo what `plan_rollback` names; True if everything reversible was undone. Then the
+    verify checks of the undone steps are measured once more, for the record."""
     rollback = record.rollback
     if rollback is None:
         rollback = record.rollback = RollbackRecord(reason=reason, started=clock.now())
@@ -63,6 +69,8 @@ async def run_rollback(
     except TimeoutError:
         _mark_unfinished(rollback, names, steps, clock, policy)
         await emit("rollback", "TimedOut", None)
+    if checks is not None:
+        await _recheck(rollback, steps, record, checks)
     rollback.finished = clock.now()
     return all(e.result in (UndoResult.UNDONE, UndoResult.IRREVERSIBLE) for e in rollback.entries)
 
@@ -92,6 +100,20 @@ async def _undo_one(
         entry.result, entry.error, entry.finished = UndoResult.FAILED, failure.error, clock.now()
         return
     entry.result, entry.error, entry.finished = UndoResult.UNDONE, None, clock.now()
+
+
+async def _recheck(
+    rollback: RollbackRecord, steps: Mapping[str, StepBase], record: RunRecord, checks: Checks
+) -> None:
+    """ "Did undoing help?": one measurement of each check of each undone step, bounded so
+    that a Prometheus gone silent cannot hold the rollback's end."""
+    undone = [e.step for e in rollback.entries if e.result == UndoResult.UNDONE]
+    ctx = StepContext(record.run_id, record.workflow, 1)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(RECHECK_TIMEOUT):
+            for name in undone:
+                if steps[name].verify:
+                    await after_rollback(steps[name], record.steps[name], checks, ctx)
 
 
 def _mark_unfinished(

@@ -14,14 +14,8 @@ from typing import Any
 
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
-from reconciler.engine.interface import Actions
-from reconciler.engine.record import (
-    RunPhase,
-    RunRecord,
-    StepPhase,
-    StepRecord,
-    Transition,
-)
+from reconciler.engine.interface import Actions, Checks
+from reconciler.engine.record import RunPhase, RunRecord, StepPhase, StepRecord, Transition
 from reconciler.engine.rollback import plan_rollback, run_rollback
 from reconciler.engine.slots import PrioritySlots, RunTickets
 from reconciler.engine.step import run_step
@@ -60,6 +54,7 @@ class Engine:
         actions: Actions | None = None,
         hook: Hook | None = None,
         resume: RunRecord | None = None,
+        checks: Checks | None = None,
     ) -> RunRecord:
         """Run to a final phase and return the record. Setting `cancel` stops scheduling,
         cancels running steps and rolls back, like a workflow timeout. `actions` overrides
@@ -79,6 +74,7 @@ class Engine:
             chosen,
             hook or self.hook,
         )
+        run.checks = checks  # what measures the steps' verify checks (docs/checks.md)
         if resume is not None:
             run.adopt(resume)
         return await run.execute()
@@ -97,6 +93,7 @@ class _Run:
     ) -> None:
         self.engine = engine
         self.actions = actions
+        self.checks: Checks | None = None
         self.hook = hook
         self.workflow = workflow
         self.cancel = cancel
@@ -128,6 +125,7 @@ class _Run:
             if step.phase in (
                 StepPhase.RUNNING,
                 StepPhase.RETRYING,
+                StepPhase.VERIFYING,
                 StepPhase.CANCELLED,
                 StepPhase.SKIPPED,
             ):
@@ -189,6 +187,7 @@ class _Run:
                 clock=self.engine.clock,
                 rng=self.engine.rng,
                 emit=self.emit,
+                checks=self.checks,
             )
             record.phase = RunPhase.ROLLED_BACK if complete else RunPhase.PARTIALLY_ROLLED_BACK
             return
@@ -289,6 +288,7 @@ class _Run:
             self.engine.clock,
             self.engine.rng,
             self.emit,
+            self.checks,
         )
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Actions, StepContext
+from reconciler.engine.interface import Actions, Checks, StepContext
 from reconciler.engine.record import Attempt, ErrorKind, RunRecord, StepPhase, StepRecord
+from reconciler.engine.verify import verify_step
 from reconciler.manifest.schema import StepBase
 
 Emit = Callable[[str, str, str | None], Awaitable[None]]
@@ -25,9 +26,11 @@ async def run_step(
     clock: Clock,
     rng: random.Random,
     emit: Emit,
+    checks: Checks | None = None,
 ) -> None:
     """Run `step` (already marked Running) to Succeeded or Failed; every attempt, retry
-    and the final phase are emitted before the engine moves on."""
+    and the final phase are emitted before the engine moves on. A step applied before a
+    crash (`applied` in its checkpoint) is only verified again, never applied again."""
     rec = record.steps[step.name]
     name = step.name
 
@@ -61,16 +64,38 @@ async def run_step(
         rec.message = f"attempt {number} failed ({failure}); retrying in {delay:.1f}s"
         await emit("step", rec.phase, name)
 
-    try:
-        await with_retries(once, step.retry, clock, rng, retrying)
-    except AttemptFailed as failure:
-        number = len(rec.attempts)
-        rec.phase, rec.finished = StepPhase.FAILED, clock.now()
-        rec.message = failure.error if number == 1 else f"{failure.error} (after {number} attempts)"
-        await emit("step", rec.phase, name)
-        return
+    if not rec.applied:
+        try:
+            await with_retries(once, step.retry, clock, rng, retrying)
+        except AttemptFailed as failure:
+            number = len(rec.attempts)
+            rec.phase, rec.finished = StepPhase.FAILED, clock.now()
+            rec.message = (
+                failure.error if number == 1 else f"{failure.error} (after {number} attempts)"
+            )
+            await emit("step", rec.phase, name)
+            return
+        rec.applied = True
+    if step.verify:
+        failure = await _verify(step, record, checks, clock, emit)
+        if failure is not None:  # it changed something: rollback undoes it too
+            rec.phase, rec.finished, rec.message = StepPhase.FAILED, clock.now(), failure
+            await emit("step", rec.phase, name)
+            return
     rec.phase, rec.finished, rec.message = StepPhase.SUCCEEDED, clock.now(), None
     await emit("step", rec.phase, name)
+
+
+async def _verify(
+    step: StepBase, record: RunRecord, checks: Checks | None, clock: Clock, emit: Emit
+) -> str | None:
+    rec = record.steps[step.name]
+    rec.phase, rec.message = StepPhase.VERIFYING, None
+    await emit("step", rec.phase, step.name)  # durable: from here a crash only re-verifies
+    if checks is None:
+        return "this step has verify checks, but the run has nothing to measure them with"
+    ctx = StepContext(record.run_id, record.workflow, max(len(rec.attempts), 1))
+    return await verify_step(step, rec, checks, clock, ctx, emit)
 
 
 async def _capture_apply_wait(

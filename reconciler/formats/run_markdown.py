@@ -77,6 +77,7 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
             f"| {step.name} | {step.action} | {step.phase.value} | {len(step.attempts)} | "
             f"{duration_text(step.started, step.finished) or '—'} | {_cell(step.message or '')} |"
         )
+    lines += _checks_table(record)
     if total <= MAX_DIAGRAM_STEPS:
         lines += [
             "",
@@ -114,6 +115,48 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _checks_table(record: RunRecord) -> list[str]:
+    """Each verify check: what it measured, every measurement, the verdict and why, and
+    what it saw once its step was undone."""
+    rows = [(step.name, check) for step in record.steps.values() for check in step.checks]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Checks",
+        "",
+        "| step | check | measures | condition | measurements | verdict | after rollback |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for step, check in rows:
+        taken = ", ".join(
+            f"{(time_text(m.time) or '')[11:19]} {_value(m.value)} {m.verdict.value}"
+            for m in check.measurements
+        )
+        verdict = f"**{check.verdict.value}**: {check.reason}" if check.verdict else "measuring"
+        after = check.after_rollback
+        again = (
+            f"{after.value if after.value is not None else '—'} {after.verdict.value}"
+            if after
+            else "—"
+        )
+        cells = (
+            step,
+            check.name,
+            f"`{check.source}`",
+            f"`{check.condition}`",
+            taken or "—",
+            verdict,
+            again,
+        )
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _value(value: str | None) -> str:
+    return "—" if value is None else value
 
 
 def _ids(record: RunRecord) -> dict[str, str]:

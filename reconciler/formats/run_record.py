@@ -78,11 +78,33 @@ def _step_document(step: dict[str, Any]) -> dict[str, Any]:
             ]
         elif key in ("started", "finished"):
             value = time_text(value)
+        elif key == "checks":
+            value = [_check_document(c) for c in value]
         if value in (None, [], {}) and key not in ("phase",):
             continue
-        if key == "continue_on_failure" and not value:
+        if key in ("continue_on_failure", "applied") and not value:
             continue
+        if key == "applied":
+            continue  # the checkpoint's business (resume), not the reviewer's
         out[_camel(key)] = value
+    return out
+
+
+def _check_document(check: dict[str, Any]) -> dict[str, Any]:
+    """A verify check: its source, condition, verdict and every measurement, times in
+    RFC 3339."""
+
+    def measurement(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            _camel(k): time_text(v) if k == "time" else v
+            for k, v in m.items()
+            if v is not None and not (k == "decisive" and not v)
+        }
+
+    out = {_camel(k): v for k, v in check.items() if v is not None and k != "measurements"}
+    out["measurements"] = [measurement(m) for m in check["measurements"]]
+    if check.get("after_rollback"):
+        out["afterRollback"] = measurement(check["after_rollback"])
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 
+from reconciler.manifest.checkrules import check_checks
 from reconciler.manifest.errors import FieldPath
 from reconciler.manifest.schema import StepBase, Workflow
 
@@ -44,6 +45,7 @@ def check_workflow(workflow: Workflow) -> list[Problem]:
                 problems.append((path, f"{dep!r} is listed twice in dependsOn"))
             seen.add(dep)
 
+    problems.extend(check_checks(workflow))
     if not problems:
         problems.extend(_check_cycles(workflow))
     return problems

@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from reconciler.manifest.checkspec import Check, Guard, PrometheusSource
 from reconciler.manifest.fields import Duration, Model, Name, ObjectName
 from reconciler.manifest.params import (
     ApplyParams,
@@ -67,6 +68,9 @@ class StepBase(Model):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for transient errors only")
     continue_on_failure: bool = Field(
         False, description="failure neither fails nor rolls back the run"
+    )
+    verify: list[Check] = Field(
+        default_factory=list, description="checks after the step's own wait (docs/checks.md)"
     )
     record_previous: bool = Field(
         False,
@@ -188,6 +192,12 @@ class WorkflowSpec(Model):
     max_concurrent: int = Field(1, ge=1, le=1000, description="steps running at once")
     timeout: Duration = Field(3600.0, description="whole workflow; exceeded -> cancel + rollback")
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy, description="see below")
+    prometheus: PrometheusSource | None = Field(
+        None, description="default: the daemon's --prometheus-url"
+    )
+    guards: list[Guard] = Field(
+        default_factory=list, description="must hold before each step starts (docs/checks.md)"
+    )
     steps: list[Step] = Field(min_length=1, description="the DAG; order only matters for ties")
 
 

@@ -119,3 +119,40 @@ def workflow(steps: list[dict[str, Any]], **spec: Any) -> Workflow:
             "spec": {**spec, "steps": full_steps},
         }
     )
+
+
+class FakeChecks:
+    """Scripted measurements per check name: each call takes the next verdict (the last
+    repeats); `values` likewise. Records when each measurement was taken (virtual time)."""
+
+    def __init__(
+        self,
+        verdicts: dict[str, list[str]],
+        values: dict[str, list[str]] | None = None,
+        decisive: set[str] | None = None,
+    ) -> None:
+        self.verdicts = verdicts
+        self.values = values or {}
+        self.decisive = decisive or set()  # verdict "Failed!" = its failureCondition held
+        self.taken: list[tuple[str, float]] = []
+
+    async def measure(self, check: Any, step: StepBase, ctx: StepContext) -> Any:
+        from reconciler.engine.record import Measurement, Verdict
+
+        now = asyncio.get_running_loop().time()
+        n = sum(1 for name, _ in self.taken if name == check.name)
+        self.taken.append((check.name, now))
+        script = self.verdicts[check.name]
+        verdict = script[min(n, len(script) - 1)]
+        values = self.values.get(check.name) or ["1"]
+        value = values[min(n, len(values) - 1)]
+        return Measurement(
+            time=now,
+            verdict=Verdict(verdict.rstrip("!")),
+            value=value,
+            note=f"result = {value}",
+            decisive=verdict.endswith("!"),
+        )
+
+    def times(self, name: str) -> list[float]:
+        return [t for n, t in self.taken if n == name]

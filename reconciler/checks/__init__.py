@@ -1,0 +1,1 @@
+"""Measurements for `verify` checks and guards: Prometheus queries and live objects."""

@@ -1,0 +1,167 @@
+"""A step's `verify` checks (docs/checks.md): measured after its own wait, all at once;
+the first that fails cancels the others and fails the step, which rollback then undoes
+too. Not retried: a failed check is an answer, not a transient error. After a rollback,
+each check of an undone step is measured once more ("did undoing help?"), for the record.
+
+Semantics, as in Argo Rollouts' analysis: a Prometheus check takes `count` measurements,
+`interval` apart after `initialDelay`; it fails once more than `failureLimit` failed or
+more than `inconclusiveLimit` were inconclusive, or at once when a `failureCondition`
+holds. A live (kubernetes) check polls every `interval` until its condition holds or
+`timeout` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from reconciler.engine.clock import Clock
+from reconciler.engine.interface import Checks, StepContext
+from reconciler.engine.record import CheckRecord, Measurement, StepRecord, Verdict
+from reconciler.manifest.checkspec import Check
+from reconciler.manifest.schema import StepBase
+
+MAX_KEPT = 50  # measurements kept per check: the first and the newest, for a long poll
+Emit = Callable[[str, str, str | None], Awaitable[None]]
+
+
+def check_record(check: Check) -> CheckRecord:
+    if check.prometheus is not None:
+        source, condition = f"prometheus: {check.prometheus.query.strip()}", check.success_condition
+    else:
+        assert check.kubernetes is not None
+        ref = check.kubernetes.object
+        where = (
+            "the step's target" if ref is None else f"{ref.kind} {_where(ref.namespace, ref.name)}"
+        )
+        source, condition = f"kubernetes: {where}", check.kubernetes.condition
+    if check.failure_condition:
+        condition = f"{condition}; fails at once if {check.failure_condition}"
+    return CheckRecord(check.name, source, condition or "")
+
+
+async def verify_step(
+    step: StepBase, rec: StepRecord, checks: Checks, clock: Clock, ctx: StepContext, emit: Emit
+) -> str | None:
+    """Run every check of `step`; None if all passed, else why the first one failed."""
+    rec.checks = [check_record(c) for c in step.verify]
+    tasks = [
+        asyncio.create_task(_one(check, record, rec, step, checks, clock, ctx, emit))
+        for check, record in zip(step.verify, rec.checks, strict=True)
+    ]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            failure = await next_done
+            if failure is not None:
+                return failure
+        return None
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _one(
+    check: Check,
+    record: CheckRecord,
+    rec: StepRecord,
+    step: StepBase,
+    checks: Checks,
+    clock: Clock,
+    ctx: StepContext,
+    emit: Emit,
+) -> str | None:
+    await clock.sleep(check.initial_delay)
+    if check.prometheus is not None:
+        verdict, reason = await _measured(check, record, rec, step, checks, clock, ctx, emit)
+    else:
+        verdict, reason = await _polled(check, record, rec, step, checks, clock, ctx, emit)
+    record.verdict, record.reason = verdict, reason
+    await emit("step", "Checked", step.name)
+    return None if verdict == Verdict.PASSED else f"verify {check.name!r} failed: {reason}"
+
+
+async def _measured(
+    check: Check,
+    record: CheckRecord,
+    rec: StepRecord,
+    step: StepBase,
+    checks: Checks,
+    clock: Clock,
+    ctx: StepContext,
+    emit: Emit,
+) -> tuple[Verdict, str]:
+    failed = inconclusive = 0
+    for number in range(check.count):
+        if number:
+            await clock.sleep(check.interval)
+        m = await _take(check, record, rec, step, checks, ctx, emit)
+        if m.verdict == Verdict.FAILED:
+            failed += 1
+            if m.decisive or failed > check.failure_limit:
+                return Verdict.FAILED, _said(m)
+        elif m.verdict == Verdict.INCONCLUSIVE:
+            inconclusive += 1
+            if inconclusive > check.inconclusive_limit:
+                return Verdict.FAILED, f"inconclusive: {_said(m)}"
+    passed = check.count - failed - inconclusive
+    return Verdict.PASSED, f"{passed} of {check.count} measurements passed"
+
+
+async def _polled(
+    check: Check,
+    record: CheckRecord,
+    rec: StepRecord,
+    step: StepBase,
+    checks: Checks,
+    clock: Clock,
+    ctx: StepContext,
+    emit: Emit,
+) -> tuple[Verdict, str]:
+    deadline = clock.now() + check.timeout
+    while True:
+        m = await _take(check, record, rec, step, checks, ctx, emit)
+        if m.verdict == Verdict.PASSED:
+            return Verdict.PASSED, m.note or "the condition holds"
+        if clock.now() + check.interval > deadline:
+            return Verdict.FAILED, f"not true within {check.timeout:g}s: {_said(m)}"
+        await clock.sleep(check.interval)
+
+
+async def _take(
+    check: Check,
+    record: CheckRecord,
+    rec: StepRecord,
+    step: StepBase,
+    checks: Checks,
+    ctx: StepContext,
+    emit: Emit,
+) -> Measurement:
+    m = await checks.measure(check, step, ctx)
+    record.measurements.append(m)
+    rec.message = f"verify {check.name!r}: {m.value if m.value is not None else '-'} {m.verdict}"
+    if len(record.measurements) > MAX_KEPT:
+        del record.measurements[1]  # keep the first: when it started, what it saw then
+    await emit("step", "Measured", step.name)
+    return m
+
+
+async def after_rollback(step: StepBase, rec: StepRecord, checks: Checks, ctx: StepContext) -> None:
+    """Each check of an undone step, measured once more; never fails anything."""
+    for check, record in zip(step.verify, rec.checks, strict=False):
+        with contextlib.suppress(Exception):  # for the record only: a failure is not news
+            record.after_rollback = await checks.measure(check, step, ctx)
+
+
+def _said(m: Measurement) -> str:
+    """ "result = 0.083: result > 0.05 at 18:32:10 UTC": what a reviewer reads first."""
+    at = time.strftime("%H:%M:%S", time.gmtime(m.time))
+    return f"{m.note or m.verdict.value} at {at} UTC"
+
+
+def _where(namespace: str | None, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
