@@ -65,10 +65,9 @@ class ClusterChecks:
             variables["result"] = values[0]
         said = f"result = {shown}" if len(values) == 1 else f"results = {shown}"
         try:
-            if check.failure_condition and _holds(check.failure_condition, variables):
-                return Measurement(
-                    now, Verdict.FAILED, shown, f"{said}: {check.failure_condition}", True
-                )
+            failure = getattr(check, "failure_condition", None)  # a guard has none
+            if failure and _holds(failure, variables):
+                return Measurement(now, Verdict.FAILED, shown, f"{said}: {failure}", True)
             if _holds(check.success_condition, variables):
                 return Measurement(now, Verdict.PASSED, shown, f"{said}: {check.success_condition}")
         except ExpressionError as err:

@@ -35,6 +35,7 @@ class StepPhase(StrEnum):
     CANCELLED = "Cancelled"  # was running when the workflow was cancelled or timed out
     SKIPPED = "Skipped"  # never started: the workflow stopped scheduling first
     VERIFYING = "Verifying"  # applied and waited for; its `verify` checks are measuring
+    WAITING = "Waiting"  # not started: a guard with onFail: wait does not hold yet
 
 
 class Verdict(StrEnum):
@@ -86,6 +87,7 @@ class CheckRecord:
     verdict: Verdict | None = None
     reason: str | None = None
     after_rollback: Measurement | None = None  # once, after its step was undone
+    role: str = "verify"  # or "guard": checked before the step started
 
 
 @dataclass
@@ -271,6 +273,7 @@ def _check_from_dict(c: dict[str, Any]) -> CheckRecord:
         verdict=Verdict(c["verdict"]) if c.get("verdict") else None,
         reason=c.get("reason"),
         after_rollback=_measurement_from_dict(after) if after else None,
+        role=c.get("role", "verify"),
     )
 
 

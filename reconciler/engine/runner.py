@@ -24,6 +24,9 @@ from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.schema import StepBase, Workflow
 
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
+# A checkpoint's step in one of these was cut short: it runs again (from its capture).
+INTERRUPTED = {StepPhase.RUNNING, StepPhase.RETRYING, StepPhase.VERIFYING, StepPhase.WAITING}
+INTERRUPTED |= {StepPhase.CANCELLED, StepPhase.SKIPPED}
 
 
 class Engine:
@@ -122,13 +125,7 @@ class _Run:
         if record.run_id != self.record.run_id:
             raise ValueError(f"checkpoint is for {record.run_id}, not {self.record.run_id}")
         for step in record.steps.values():
-            if step.phase in (
-                StepPhase.RUNNING,
-                StepPhase.RETRYING,
-                StepPhase.VERIFYING,
-                StepPhase.CANCELLED,
-                StepPhase.SKIPPED,
-            ):
+            if step.phase in INTERRUPTED:
                 step.phase = StepPhase.PENDING  # interrupted: run again from its captured state
                 if step.captured is not None:
                     # Its apply may have reached the cluster just before the crash (the
@@ -289,6 +286,7 @@ class _Run:
             self.engine.rng,
             self.emit,
             self.checks,
+            self.workflow.spec.guards,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from reconciler.engine.attempt import AttemptFailed, timed, with_retries
@@ -13,7 +13,8 @@ from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Actions, Checks, StepContext
 from reconciler.engine.record import Attempt, ErrorKind, RunRecord, StepPhase, StepRecord
-from reconciler.engine.verify import verify_step
+from reconciler.engine.verify import hold_guards, verify_step
+from reconciler.manifest.checkspec import Guard
 from reconciler.manifest.schema import StepBase
 
 Emit = Callable[[str, str, str | None], Awaitable[None]]
@@ -27,6 +28,7 @@ async def run_step(
     rng: random.Random,
     emit: Emit,
     checks: Checks | None = None,
+    guards: Sequence[Guard] = (),
 ) -> None:
     """Run `step` (already marked Running) to Succeeded or Failed; every attempt, retry
     and the final phase are emitted before the engine moves on. A step applied before a
@@ -64,6 +66,14 @@ async def run_step(
         rec.message = f"attempt {number} failed ({failure}); retrying in {delay:.1f}s"
         await emit("step", rec.phase, name)
 
+    if not rec.applied and guards:
+        ctx = StepContext(record.run_id, record.workflow, 1)
+        refusal = await hold_guards(guards, step, rec, checks, clock, ctx, emit)
+        if refusal is not None:  # before it changed anything: nothing of it to undo
+            rec.phase, rec.finished, rec.message = StepPhase.FAILED, clock.now(), refusal
+            await emit("step", rec.phase, name)
+            return
+        rec.phase, rec.message = StepPhase.RUNNING, None
     if not rec.applied:
         try:
             await with_retries(once, step.retry, clock, rng, retrying)

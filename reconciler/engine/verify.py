@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from reconciler.engine.clock import Clock
 from reconciler.engine.interface import Checks, StepContext
-from reconciler.engine.record import CheckRecord, Measurement, StepRecord, Verdict
-from reconciler.manifest.checkspec import Check
+from reconciler.engine.record import CheckRecord, Measurement, StepPhase, StepRecord, Verdict
+from reconciler.manifest.checkspec import Check, Guard
 from reconciler.manifest.schema import StepBase
 
 MAX_KEPT = 50  # measurements kept per check: the first and the newest, for a long poll
 Emit = Callable[[str, str, str | None], Awaitable[None]]
 
 
-def check_record(check: Check) -> CheckRecord:
+def check_record(check: Check | Guard, role: str = "verify") -> CheckRecord:
     if check.prometheus is not None:
         source, condition = f"prometheus: {check.prometheus.query.strip()}", check.success_condition
     else:
@@ -37,19 +37,21 @@ def check_record(check: Check) -> CheckRecord:
             "the step's target" if ref is None else f"{ref.kind} {_where(ref.namespace, ref.name)}"
         )
         source, condition = f"kubernetes: {where}", check.kubernetes.condition
-    if check.failure_condition:
-        condition = f"{condition}; fails at once if {check.failure_condition}"
-    return CheckRecord(check.name, source, condition or "")
+    failure = getattr(check, "failure_condition", None)
+    if failure:
+        condition = f"{condition}; fails at once if {failure}"
+    return CheckRecord(check.name, source, condition or "", role=role)
 
 
 async def verify_step(
     step: StepBase, rec: StepRecord, checks: Checks, clock: Clock, ctx: StepContext, emit: Emit
 ) -> str | None:
     """Run every check of `step`; None if all passed, else why the first one failed."""
-    rec.checks = [check_record(c) for c in step.verify]
+    mine = [check_record(c) for c in step.verify]
+    rec.checks = [c for c in rec.checks if c.role == "guard"] + mine
     tasks = [
         asyncio.create_task(_one(check, record, rec, step, checks, clock, ctx, emit))
-        for check, record in zip(step.verify, rec.checks, strict=True)
+        for check, record in zip(step.verify, mine, strict=True)
     ]
     try:
         for next_done in asyncio.as_completed(tasks):
@@ -148,6 +150,45 @@ async def _take(
         del record.measurements[1]  # keep the first: when it started, what it saw then
     await emit("step", "Measured", step.name)
     return m
+
+
+async def hold_guards(
+    guards: Sequence[Guard],
+    step: StepBase,
+    rec: StepRecord,
+    checks: Checks | None,
+    clock: Clock,
+    ctx: StepContext,
+    emit: Emit,
+) -> str | None:
+    """Before a step starts: None once every guard holds. One that does not, with
+    `onFail: fail`, fails the step before it changes anything (the reason is returned);
+    with `onFail: wait` the step waits (phase Waiting, the reason in its message),
+    re-checking each interval; the workflow timeout bounds the wait."""
+    if not guards:
+        return None
+    if checks is None:
+        return "this workflow has guards, but the run has nothing to measure them with"
+    records = [check_record(g, "guard") for g in guards]
+    rec.checks = records
+    while True:
+        failing = []
+        for guard, record in zip(guards, records, strict=True):
+            m = await checks.measure(guard, step, ctx)  # type: ignore[arg-type]
+            record.measurements.append(m)
+            if len(record.measurements) > MAX_KEPT:
+                del record.measurements[1]
+            record.verdict, record.reason = m.verdict, m.note
+            if m.verdict != Verdict.PASSED:
+                failing.append((guard, m))
+        if not failing:
+            return None
+        guard, m = failing[0]
+        if any(g.on_fail == "fail" for g, _ in failing):
+            return f"guard {guard.name!r} does not hold: {_said(m)}"
+        rec.phase, rec.message = StepPhase.WAITING, f"waiting for guard {guard.name!r}: {_said(m)}"
+        await emit("step", rec.phase, step.name)
+        await clock.sleep(min(g.interval for g, _ in failing))
 
 
 async def after_rollback(step: StepBase, rec: StepRecord, checks: Checks, ctx: StepContext) -> None:

@@ -149,3 +149,51 @@ def test_the_record_shows_every_measurement_and_the_summary_names_the_failed_che
     yaml = render_yaml(record)
     assert "measurements:" in yaml and "decisive: true" in yaml and "afterRollback:" in yaml
     assert "applied" not in yaml
+
+
+GUARD = {
+    "name": "no-alerts",
+    "prometheus": {"query": 'count(ALERTS{alertstate="firing"}) or vector(0)'},
+    "successCondition": "result == 0",
+}
+
+
+def guarded(**guard: Any) -> Workflow:
+    return workflow(
+        [{"name": "first"}, {"name": "second", "dependsOn": ["first"]}], guards=[{**GUARD, **guard}]
+    )
+
+
+def test_a_guard_that_does_not_hold_keeps_the_step_waiting_until_it_does() -> None:
+    checks = FakeChecks(
+        {"no-alerts": ["Failed", "Failed", "Passed"]}, {"no-alerts": ["2", "1", "0"]}
+    )
+    actions = FakeActions()
+    record = run(guarded(interval="30s"), checks, actions)
+    assert record.phase == RunPhase.SUCCEEDED
+    first_apply = next(c for c in actions.calls if c.method == "apply")
+    times = checks.times("no-alerts")
+    assert times[:3] == [0, 30, 60] and first_apply.start >= 60  # nothing ran while it fired
+    guard = record.steps["first"].checks[0]
+    assert guard.role == "guard" and [m.value for m in guard.measurements] == ["2", "1", "0"]
+
+
+def test_a_waiting_guard_is_bounded_by_the_workflow_timeout() -> None:
+    checks = FakeChecks({"no-alerts": ["Failed"]})
+    actions = FakeActions()
+    record = run(
+        workflow([{"name": "first"}], guards=[{**GUARD, "interval": "10s"}], timeout="2m"),
+        checks,
+        actions,
+    )
+    assert record.phase == RunPhase.FAILED and record.reason == "WorkflowTimeout"
+    assert not [c for c in actions.calls if c.method == "apply"]
+
+
+def test_a_guard_with_on_fail_fail_fails_the_run_before_anything_changes() -> None:
+    checks = FakeChecks({"no-alerts": ["Failed"]}, {"no-alerts": ["3"]})
+    actions = FakeActions()
+    record = run(guarded(onFail="fail"), checks, actions)
+    assert record.phase == RunPhase.FAILED
+    assert "guard 'no-alerts' does not hold: result = 3" in record.steps["first"].message
+    assert not actions.calls and not record.steps["first"].changed
