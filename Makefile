@@ -27,6 +27,7 @@ test-e2e: $(STAMP)
 
 cluster:
 	bash tests/e2e/cluster/build.sh
+	bash tests/e2e/prometheus/build.sh
 
 demo: $(STAMP)
 	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster; fi

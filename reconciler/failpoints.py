@@ -13,6 +13,7 @@ Points (where reached() is called says exactly what is and is not durable yet):
     captured:<step>  the step's captured state is checkpointed; its apply not sent
     applied:<step>   its apply reached the API server; nothing checkpointed since
     waited:<step>    its change took effect; its Succeeded checkpoint not written
+    measured:<step>  a verify measurement of the step was taken; it is not checkpointed
     undone:<step>    its undo reached the cluster; the rollback checkpoint not written
     finished         a run's final checkpoint is written; its final record not spooled
     pushed           record commits are on the remote; the spool does not know yet

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from reconciler import failpoints
 from reconciler.checks.prometheus import Prometheus, QueryFailed
 from reconciler.engine.interface import StepContext
 from reconciler.engine.record import Measurement, Verdict
@@ -40,8 +41,11 @@ class ClusterChecks:
 
     async def measure(self, check: Check, step: StepBase, ctx: StepContext) -> Measurement:
         if check.prometheus is not None:
-            return await self._query(check)
-        return await self._live(check, step)
+            measured = await self._query(check)
+        else:
+            measured = await self._live(check, step)
+        failpoints.reached(f"measured:{step.name}")
+        return measured
 
     async def _query(self, check: Check) -> Measurement:
         assert check.prometheus is not None and check.success_condition is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 import celpy
 import promql_parser
+from celpy import celtypes
 
 VARIABLES = {"result", "results", "object"}  # what conditions may name
 
@@ -56,7 +57,7 @@ def evaluate(program: Any, variables: dict[str, Any]) -> bool:
     """The condition's verdict on JSON-like variables; a non-boolean answer, an unknown
     field or a type error is an ExpressionError naming what went wrong."""
     try:
-        activation = {k: celpy.json_to_cel(v) for k, v in variables.items()}
+        activation = {k: _to_cel(v) for k, v in variables.items()}
         value = program.evaluate(activation)
     except Exception as err:  # celpy raises its own error types and Python's
         raise ExpressionError(f"CEL evaluation failed: {err}") from None
@@ -67,6 +68,32 @@ def evaluate(program: Any, variables: dict[str, Any]) -> bool:
             return bool(value)
         raise ExpressionError(f"the condition is {type(value).__name__}, not a boolean")
     return value
+
+
+class Number(celtypes.DoubleType):
+    """A measured value: a double that also equals an int literal. CEL has no implicit
+    conversion, so `result == 0` on Prometheus' 0.0 would be an error ("no matching
+    overload"), and that is the first condition everyone writes for an alert count."""
+
+    def __eq__(self, other: Any) -> Any:
+        if isinstance(other, celtypes.IntType):
+            return celtypes.BoolType(float(self) == float(other))
+        return super().__eq__(other)
+
+    def __ne__(self, other: Any) -> Any:
+        if isinstance(other, celtypes.IntType):
+            return celtypes.BoolType(float(self) != float(other))
+        return super().__ne__(other)
+
+    __hash__ = celtypes.DoubleType.__hash__
+
+
+def _to_cel(value: Any) -> Any:
+    if isinstance(value, float):
+        return Number(value)
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return celtypes.ListType([Number(v) for v in value])
+    return celpy.json_to_cel(value)
 
 
 def is_number(value: Any) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from fakes import workflow
 
 from reconciler.checks.measure import ClusterChecks
 from reconciler.checks.prometheus import Prometheus
@@ -68,7 +69,8 @@ def measure(url: str | None, answer: Any, **check: Any) -> Measurement:
     )
     source = Prometheus(url, bearer_token="t0ken", timeout=0.5) if url else None
     checks = ClusterChecks(None, source)  # type: ignore[arg-type]  (no live checks here)
-    return asyncio.run(checks.measure(spec, None, StepContext("r", "w", 1)))  # type: ignore[arg-type]
+    step = workflow([{"name": "s"}]).spec.steps[0]
+    return asyncio.run(checks.measure(spec, step, StepContext("r", "w", 1)))
 
 
 def test_a_value_is_judged_by_its_conditions(prometheus: str) -> None:
@@ -124,3 +126,10 @@ def test_no_prometheus_configured_or_reachable_is_inconclusive() -> None:
     assert (
         m.verdict == Verdict.INCONCLUSIVE and "Prometheus http://127.0.0.1:9 unreachable" in m.note
     )
+
+
+def test_a_value_equals_an_int_literal_as_people_write_it(prometheus: str) -> None:
+    """CEL has no implicit int/double conversion: Prometheus' 0.0 must still == 0."""
+    assert measure(prometheus, vector("0"), successCondition="result == 0").verdict == Verdict.PASSED
+    two = measure(prometheus, vector("2"), successCondition="result == 0")
+    assert two.verdict == Verdict.FAILED and two.note == "result = 2: not result == 0"
