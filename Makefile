@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/diff_bench.py
 	$(BIN)/python bench/checkpoint_bench.py
+	$(BIN)/python bench/checks_bench.py
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json

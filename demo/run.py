@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from examples_setup import create_example_targets  # noqa: E402
+from examples_setup import ExampleMetrics, create_example_targets  # noqa: E402
 from kubehelp import api_client, install_crd  # noqa: E402
 from kwokcluster import KwokCluster, bin_dir, missing_binaries  # noqa: E402
+from promhelp import PrometheusServer  # noqa: E402
 
 from reconciler.manifest.loader import load_paths  # noqa: E402
 
@@ -95,6 +96,11 @@ def main() -> int:
 
     work = STATE / time.strftime("run-%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
+    # what demo-verified-rollout's check measures: a real Prometheus (built once, cached)
+    subprocess.run(["bash", str(ROOT / "tests/e2e/prometheus/build.sh")], check=True)
+    example_metrics = ExampleMetrics()
+    prometheus = PrometheusServer(example_metrics, work / "prometheus").start()
+    say(f"Prometheus on {prometheus.url}, scraping the demo's error ratio every second")
     bare, clone = make_remote(work)
     port = free_port()
     policy = Path(__file__).resolve().parent / "policy.yaml"
@@ -123,6 +129,8 @@ def main() -> int:
             "5",
             "--policy",
             str(policy),
+            "--prometheus-url",
+            prometheus.url,
         ],
         stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
@@ -168,6 +176,9 @@ def main() -> int:
         print(
             f"   e.g. git -C {bare} show main:runs/demo-failed-canary/"
             f"{next(w.run_id for w in workflows if w.name == 'demo-failed-canary')}.md"
+            "\n   and the check that failed on Prometheus:"
+            f" git -C {bare} show main:runs/demo-verified-rollout/"
+            f"{next(w.run_id for w in workflows if w.name == 'demo-verified-rollout')}.md"
         )
         say("kubectl get workflowexecutions")
         kubectl_bin = str(kubectl) if kubectl else "kubectl"
@@ -196,7 +207,7 @@ def main() -> int:
         succeeded = sum(1 for p in phases.values() if p == "Succeeded")
         rolled_back = sum(1 for p in phases.values() if p == "RolledBack")
         say(f"done: {succeeded} succeeded, {rolled_back} rolled back, {len(pending)} unfinished")
-        ok = not pending and rolled_back == 1 and succeeded == len(phases) - 1
+        ok = not pending and rolled_back == 2 and succeeded == len(phases) - 2
         if KEEP:
             print(
                 f"   DEMO_KEEP=1: daemon pid {daemon.pid} and the cluster stay up.\n"
@@ -207,6 +218,8 @@ def main() -> int:
         if not KEEP:
             daemon.terminate()
             daemon.wait(timeout=30)
+            prometheus.stop()
+            example_metrics.stop()
             if cluster is not None:
                 cluster.delete()
 

@@ -15,12 +15,14 @@ import asyncio
 import difflib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reconciler.actions.registry import KubeActions
 from reconciler.engine.dag import Dag
 from reconciler.engine.errors import ActionError
-from reconciler.engine.interface import StepContext
+from reconciler.engine.interface import Checks, StepContext
+from reconciler.engine.record import Measurement
 from reconciler.kube.client import DryRunWrite, Kube
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.policy import Policy
@@ -74,7 +76,12 @@ def diff_write(write: DryRunWrite) -> str:
     return f"  {write.what}:\n" + "\n".join("    " + hide_live(line) for line in lines)
 
 
-async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow, policy: Policy) -> list[str]:
+ChecksFor = Callable[[LoadedWorkflow], Awaitable[Checks]]
+
+
+async def dry_run_workflow(
+    kube: Kube, loaded: LoadedWorkflow, policy: Policy, checks_for: ChecksFor | None = None
+) -> list[str]:
     """Each step's writes as dryRun=All, as the tenant account the step would act as: the
     API server answers what that account may do."""
     actions = KubeActions(kube, account_for=policy.account_for)
@@ -83,6 +90,14 @@ async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow, policy: Policy) -
     out = [
         f"{loaded.name} ({loaded.run_id}): server-side dry run, each step against the live state"
     ]
+    # `checks_for`: guards and checks measured once, now (an operator's plan; never a
+    # plan branch: its pusher must not read metrics through it)
+    checks = await checks_for(loaded) if checks_for is not None else None
+    ctx = StepContext(loaded.run_id, loaded.name, 1)
+    if checks is not None and order:
+        for guard in loaded.workflow.spec.guards:
+            seen = await checks.measure(guard, steps[order[0]], ctx)  # type: ignore[arg-type]
+            out.append(f"- guard {guard.name}, now: {_seen(seen)}")
     for name in order:
         step = steps[name]
         kube.dry_run_writes.clear()
@@ -97,14 +112,24 @@ async def dry_run_workflow(kube: Kube, loaded: LoadedWorkflow, policy: Policy) -
         out.extend(
             diff_write(w) for w in kube.dry_run_writes if not w.what.startswith("capture secret")
         )
+        for check in step.verify if checks is not None else ():
+            seen = await checks.measure(check, step, ctx)  # type: ignore[union-attr]
+            out.append(f"  check {check.name}, now (before the change): {_seen(seen)}")
     return out
 
 
-def server_dry_run(workflows: list[LoadedWorkflow], kube: Kube, policy: Policy) -> str:
+def _seen(m: Measurement) -> str:
+    value = "" if m.value is None else f"{m.value}, "
+    return f"{value}{m.verdict.value} ({m.note})" if m.note else f"{value}{m.verdict.value}"
+
+
+def server_dry_run(
+    workflows: list[LoadedWorkflow], kube: Kube, policy: Policy, checks_for: ChecksFor | None = None
+) -> str:
     async def main() -> list[str]:
         lines: list[str] = []
         for loaded in workflows:
-            lines.extend(await dry_run_workflow(kube, loaded, policy))
+            lines.extend(await dry_run_workflow(kube, loaded, policy, checks_for))
             lines.append("")
         return lines
 

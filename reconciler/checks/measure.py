@@ -33,17 +33,26 @@ class ClusterChecks:
     (`account_for`), so a check reads only what its step may read."""
 
     def __init__(
-        self, kube: Kube, prometheus: Prometheus | None, account_for: AccountFor | None = None
+        self,
+        kube: Kube,
+        prometheus: Prometheus | None,
+        account_for: AccountFor | None = None,
+        observe: Callable[[str, Measurement], None] | None = None,
     ) -> None:
         self.kube = kube
         self.prometheus = prometheus
         self.account_for = account_for
+        self.observe = observe  # metrics: each measurement, by source
 
     async def measure(self, check: Check, step: StepBase, ctx: StepContext) -> Measurement:
+        started = time.monotonic()
         if check.prometheus is not None:
             measured = await self._query(check)
         else:
             measured = await self._live(check, step)
+        measured.took = round(time.monotonic() - started, 4)
+        if self.observe is not None:
+            self.observe("prometheus" if check.prometheus is not None else "kubernetes", measured)
         failpoints.reached(f"measured:{step.name}")
         return measured
 

@@ -17,7 +17,7 @@ from reconciler.cluster import inputs
 from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.events import EventRecorder
 from reconciler.cluster.keys import KEY_SECRET, execution_key
-from reconciler.engine.record import RunRecord, Transition
+from reconciler.engine.record import Measurement, RunRecord, Transition
 from reconciler.engine.runner import Engine
 from reconciler.formats.execution import (
     FINALIZER,
@@ -169,6 +169,7 @@ async def run_in_cluster(
     key: bytes | None = None,
     policy: Policy,
     prometheus_url: str | None = None,
+    observe: Callable[[str, Measurement], None] | None = None,
 ) -> RunRecord:
     """Run (or resume, if its WorkflowExecution exists unfinished) one workflow. `key`
     signs its execution (default: this installation's, read from the cluster). Each step
@@ -182,6 +183,7 @@ async def run_in_cluster(
             kube,
             await prometheus_for(kube, loaded.workflow.spec.prometheus, prometheus_url),
             policy.account_for,
+            observe,
         )
         return await _run_in_cluster(
             kube, engine, loaded, revision, hooks, cancel, labels, key, policy, checks

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from reconciler.commands.common import (
@@ -15,7 +16,7 @@ from reconciler.commands.common import (
     print_issues,
 )
 from reconciler.engine.plan import plan_workflow, render_text
-from reconciler.manifest.loader import load_paths
+from reconciler.manifest.loader import LoadedWorkflow, load_paths
 
 
 def register(sub: Subcommands) -> None:
@@ -26,6 +27,13 @@ def register(sub: Subcommands) -> None:
         "--server-dry-run",
         action="store_true",
         help="show what each step would change in the live cluster (dryRun=All writes)",
+    )
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("RECONCILER_PROMETHEUS_URL"),
+        metavar="URL",
+        help="with --server-dry-run: measure guards and checks once, now, here"
+        " [RECONCILER_PROMETHEUS_URL]",
     )
     add_cluster_flags(p, capture_namespace=False)
     add_policy_flags(p)
@@ -38,10 +46,18 @@ def main(args: argparse.Namespace) -> int:
     print_issues(result)
     if args.server_dry_run:
         from reconciler.actions.dryrun import server_dry_run
+        from reconciler.checks.measure import ClusterChecks, prometheus_for
         from reconciler.kube.client import Kube, load_api_client
 
         kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
-        print(server_dry_run(result.workflows, kube, policy))
+
+        async def checks_for(loaded: LoadedWorkflow) -> ClusterChecks:
+            source = await prometheus_for(
+                kube, loaded.workflow.spec.prometheus, args.prometheus_url
+            )
+            return ClusterChecks(kube, source, policy.account_for)
+
+        print(server_dry_run(result.workflows, kube, policy, checks_for))
         return 0 if result.ok else 1
     plans = [plan_workflow(w) for w in result.workflows]
     if args.format == "json":

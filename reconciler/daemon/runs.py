@@ -80,6 +80,7 @@ class Runs:
                 key=self.key,
                 policy=self.policy,
                 prometheus_url=self.prometheus_url,
+                observe=self.metrics.measured,
                 hooks=[self.metrics.hook, log_transition, commit_start],
             )
         except AlreadyRun:

@@ -74,6 +74,7 @@ class Measurement:
     value: str | None = None  # what was measured, as text ("0.083", "[0.1, 0.2]", "false")
     note: str | None = None  # why this verdict ("0.083 > 0.05", "no data", the error)
     decisive: bool = False  # its failureCondition held: no more measurements
+    took: float | None = None  # seconds the measurement took (a query, a read)
 
 
 @dataclass
@@ -259,7 +260,12 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
 
 def _measurement_from_dict(m: dict[str, Any]) -> Measurement:
     return Measurement(
-        m["time"], Verdict(m["verdict"]), m.get("value"), m.get("note"), bool(m.get("decisive"))
+        m["time"],
+        Verdict(m["verdict"]),
+        m.get("value"),
+        m.get("note"),
+        bool(m.get("decisive")),
+        m.get("took"),
     )
 
 

@@ -83,7 +83,7 @@ async def _one(
     else:
         verdict, reason = await _polled(check, record, rec, step, checks, clock, ctx, emit)
     record.verdict, record.reason = verdict, reason
-    await emit("step", "Checked", step.name)
+    await emit("check", verdict.value, step.name)
     return None if verdict == Verdict.PASSED else f"verify {check.name!r} failed: {reason}"
 
 
@@ -193,7 +193,8 @@ async def hold_guards(
 
 async def after_rollback(step: StepBase, rec: StepRecord, checks: Checks, ctx: StepContext) -> None:
     """Each check of an undone step, measured once more; never fails anything."""
-    for check, record in zip(step.verify, rec.checks, strict=False):
+    mine = [c for c in rec.checks if c.role == "verify"]  # not the guards before it
+    for check, record in zip(step.verify, mine, strict=False):
         with contextlib.suppress(Exception):  # for the record only: a failure is not news
             record.after_rollback = await checks.measure(check, step, ctx)
 

@@ -90,8 +90,14 @@ def rfc3339(epoch: float | None) -> str | None:
 
 def status_of(record: RunRecord, packer: RecordPacker | None = None) -> dict[str, Any]:
     done, total = record.progress()
+    # kubectl's CURRENT column: a step waiting for a guard or verifying is shown as such
     running = [
-        s.name for s in record.steps.values() if s.phase in (StepPhase.RUNNING, StepPhase.RETRYING)
+        f"{s.name} ({s.phase.value})"
+        if s.phase in (StepPhase.WAITING, StepPhase.VERIFYING)
+        else s.name
+        for s in record.steps.values()
+        if s.phase
+        in (StepPhase.RUNNING, StepPhase.RETRYING, StepPhase.WAITING, StepPhase.VERIFYING)
     ]
     status: dict[str, Any] = {
         "phase": record.phase.value,

@@ -144,7 +144,7 @@ def _checks_table(record: RunRecord) -> list[str]:
         )
         cells = (
             step,
-            check.name,
+            f"{check.name} (guard)" if check.role == "guard" else check.name,
             f"`{check.source}`",
             f"`{check.condition}`",
             taken or "—",

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from reconciler.manifest.checkspec import Check, CheckSource, ObjectRef
 from reconciler.manifest.errors import FieldPath
-from reconciler.manifest.expressions import ExpressionError, check_query, compile_condition
+from reconciler.manifest.expressions import (
+    LIVE_VARIABLES,
+    PROMETHEUS_VARIABLES,
+    ExpressionError,
+    check_query,
+    unknown_variables,
+)
 from reconciler.manifest.schema import ApplyStep, StepBase, Workflow
 
 Problem = tuple[FieldPath, str]
@@ -83,7 +89,7 @@ def _check_source(at: FieldPath, check: CheckSource, step: StepBase | None) -> l
             ("failureCondition", failure),
         ):
             if text is not None:
-                problems += _condition((*at, field), text)
+                problems += _condition((*at, field), text, PROMETHEUS_VARIABLES)
         return problems
     assert check.kubernetes is not None
     if check.success_condition is not None or failure is not None:
@@ -93,7 +99,9 @@ def _check_source(at: FieldPath, check: CheckSource, step: StepBase | None) -> l
                 "a kubernetes check has its own condition: move it to kubernetes.condition",
             )
         ]
-    problems += _condition((*at, "kubernetes", "condition"), check.kubernetes.condition)
+    problems += _condition(
+        (*at, "kubernetes", "condition"), check.kubernetes.condition, LIVE_VARIABLES
+    )
     target = live_object(check, step)
     if target is None:
         where = "a guard" if step is None else f"step {step.name!r}"
@@ -105,9 +113,12 @@ def _check_source(at: FieldPath, check: CheckSource, step: StepBase | None) -> l
     return problems
 
 
-def _condition(at: FieldPath, text: str) -> list[Problem]:
+def _condition(at: FieldPath, text: str, known: frozenset[str]) -> list[Problem]:
     try:
-        compile_condition(text)
+        unknown = unknown_variables(text, known)
     except ExpressionError as err:
         return [(at, str(err))]
+    if unknown:
+        names = ", ".join(f"`{v}`" for v in sorted(known))
+        return [(at, f"the condition names {', '.join(unknown)}: this check gives it {names}")]
     return []

@@ -50,7 +50,7 @@ async def log_transition(record: RunRecord, t: Transition) -> None:
     extra = {"run_id": record.run_id, "workflow": record.workflow, "phase": t.phase}
     if t.step:
         extra["step"] = t.step
-        message = f"step {t.step} {t.phase}"
+        message = f"step {t.step} {'check ' if t.scope == 'check' else ''}{t.phase}"
         step = record.steps.get(t.step)
         if t.scope == "step" and step is not None and step.message:
             message += f": {step.message}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from reconciler.engine.record import RunRecord, StepPhase, Transition
+from reconciler.engine.record import Measurement, RunRecord, StepPhase, Transition
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -68,6 +68,25 @@ class Metrics:
             "reconciler_invalid_manifests", "Manifest errors at the last revision", registry=r
         )
         self.leader = Gauge("reconciler_leader", "1 if this replica is the leader", registry=r)
+        self.measurements = Counter(
+            "reconciler_check_measurements_total",
+            "Check measurements by source and verdict",
+            ["source", "verdict"],
+            registry=r,
+        )
+        self.measurement_duration = Histogram(
+            "reconciler_check_measurement_duration_seconds",
+            "How long one measurement took (a Prometheus query, a live read)",
+            ["source"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.checks = Counter(
+            "reconciler_checks_total",
+            "Checks evaluated to a verdict (verify and guards)",
+            ["role", "verdict"],
+            registry=r,
+        )
         self.webhooks = Counter(
             "reconciler_webhook_requests_total",
             "Webhook requests by result",
@@ -76,7 +95,9 @@ class Metrics:
         )
 
     async def hook(self, record: RunRecord, t: Transition) -> None:
-        if t.scope == "step" and t.step:
+        if t.scope == "check":  # a verify check reached its verdict
+            self.checks.labels("verify", t.phase).inc()
+        elif t.scope == "step" and t.step:
             step = record.steps[t.step]
             if t.phase == StepPhase.RUNNING.value and len(step.attempts) <= 1:
                 self.steps_running.inc()
@@ -96,3 +117,9 @@ class Metrics:
                 self.run_duration.labels(record.phase.value).observe(
                     record.finished - record.started
                 )
+
+    def measured(self, source: str, m: Measurement) -> None:
+        """One check measurement (ClusterChecks calls it as it takes each)."""
+        self.measurements.labels(source, m.verdict.value).inc()
+        if m.took is not None:
+            self.measurement_duration.labels(source).observe(m.took)

@@ -29,6 +29,8 @@ class PlainProgress:
             return
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         subject = f"step {t.step}" if t.step else t.scope
+        if t.scope == "check":
+            subject += " check"
         line = f"{now} {record.run_id} {subject} {t.phase}"
         detail = record.steps[t.step].message if t.step and t.scope == "step" else None
         if t.scope == "run" and record.phase.finished:

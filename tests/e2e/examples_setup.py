@@ -11,7 +11,7 @@ from tenants import onboard, onboard_cluster_account
 
 NAMESPACES = ("shop", "payments", "ops")
 DEPLOYMENTS = {
-    "shop": ("checkout", "catalog", "cart", "search", "reviews", "profile"),
+    "shop": ("checkout", "catalog", "cart", "search", "reviews", "profile", "recommendations"),
     "payments": ("payments", "payments-canary"),
 }
 CONFIGMAPS = {
@@ -111,3 +111,21 @@ def create_example_targets(api: k8s.ApiClient) -> None:
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "inventory"}}},
         },
     )
+
+
+class ExampleMetrics:
+    """What the examples' checks measure, served for a Prometheus to scrape: the new
+    recommendations image's error ratio stays at 8% (demo-verified-rollout fails)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        ratio = Gauge("demo_error_ratio", "errors per request", ["service"], registry=self.registry)
+        ratio.labels(service="recommendations").set(0.08)
+        self.server, _ = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.port = self.server.server_port
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -69,11 +70,12 @@ class Exporter:
 
 
 class PrometheusServer:
-    def __init__(self, exporter: Exporter, workdir: Path) -> None:
+    def __init__(self, exporter: Exporter | Any, workdir: Path) -> None:  # anything with .port
         from daemonhelp import free_port
 
         self.port = free_port()
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rules.yml").write_text(RULES)
         config = CONFIG.format(rules=workdir / "rules.yml", exporter=exporter.port)
         (workdir / "prometheus.yml").write_text(config)

@@ -285,3 +285,45 @@ def _has_value(url: str, query: str) -> bool:
         f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=5
     ) as r:
         return bool(json.loads(r.read())["data"]["result"])
+
+
+def test_plan_measures_guards_and_checks_once_now(
+    api, namespace, kubeconfig, metrics: Metrics, tmp_path: Path
+) -> None:
+    """`plan --server-dry-run --prometheus-url` prints what each guard and check sees now,
+    against the real Prometheus and the live object, and changes nothing."""
+    from daemonhelp import run_cli
+
+    deployment(api, namespace, "web", replicas=1)
+    metrics.set("errors", 0.002)
+    metrics.set("alert", 0)
+    wait_for(lambda: metrics.value(metrics.series("errors")) == 0.002, 30, "scraped")
+    path = tmp_path / "planned.yaml"
+    path.write_text(
+        workflow_yaml(
+            "planned",
+            f"    - name: scale\n      action: ScaleDeployment\n"
+            f"      target: {{namespace: {namespace}, name: web}}\n      params: {{replicas: 2}}\n"
+            "      verify:\n        - name: error-rate\n"
+            f"          prometheus: {{query: '{metrics.series('errors')}'}}\n"
+            "          successCondition: 'result < 0.01'\n"
+            "        - name: ready\n          kubernetes: {condition: 'object.spec.replicas == 2'}\n",
+            "  guards:\n    - name: no-critical-alerts\n"
+            f"      prometheus: {{query: '{metrics.firing()}'}}\n      successCondition: 'result == 0'\n",
+        )
+    )
+    out = run_cli(
+        "plan",
+        "--server-dry-run",
+        "--prometheus-url",
+        metrics.server.url,
+        "--kubeconfig",
+        kubeconfig,
+        str(path),
+        log_dir=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "- guard no-critical-alerts, now: 0, Passed (result = 0: result == 0)" in out.stdout
+    assert "check error-rate, now (before the change): 0.002, Passed" in out.stdout
+    assert "check ready, now (before the change): false, Failed" in out.stdout  # 1 replica yet
+    assert read_deployment(api, namespace, "web").spec.replicas == 1

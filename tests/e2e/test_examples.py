@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
-from examples_setup import MAINTENANCE_NODE, create_example_targets
-from kubehelp import api, execution  # noqa: F401
+from examples_setup import MAINTENANCE_NODE, ExampleMetrics, create_example_targets
+from kubehelp import api, execution, image_of  # noqa: F401
 from kubernetes import client as k8s
+from promhelp import PrometheusServer
 
 from reconciler.manifest.loader import load_paths
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
@@ -22,12 +23,23 @@ EXPECTED = {
     "payments-config-rotation": "Succeeded",
     "storefront-fanout-restart": "Succeeded",
     "demo-failed-canary": "RolledBack",  # designed to fail and show its rollback record
+    "demo-verified-rollout": "RolledBack",  # its error-rate check fails on a real Prometheus
 }
 
 
 def test_every_example_runs_against_the_cluster(
     api, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
+    metrics = ExampleMetrics()
+    prometheus = PrometheusServer(metrics, tmp_path / "prometheus")
+    try:
+        run_examples(api, kubeconfig, remote, daemons, tmp_path, prometheus.start().url)
+    finally:
+        prometheus.stop()
+        metrics.stop()
+
+
+def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_url: str) -> None:
     loaded = load_paths([EXAMPLES / "workflows"], Policy.load(DEFAULT_PROTECTED, POLICY))
     assert loaded.ok and {w.name for w in loaded.workflows} == set(EXPECTED)
     create_example_targets(api)
@@ -42,6 +54,8 @@ def test_every_example_runs_against_the_cluster(
         "5",
         "--policy",
         str(POLICY),
+        "--prometheus-url",
+        prometheus_url,
     )
     daemon.start(wait_ready=False)
     daemons.append(daemon)
@@ -71,3 +85,11 @@ def test_every_example_runs_against_the_cluster(
         f"runs/demo-failed-canary/{next(w.run_id for w in loaded.workflows if w.name == 'demo-failed-canary')}.md"
     )
     assert "## Rollback" in failed and "| 2 | switch-cache | UpdateConfigMap | Undone |" in failed
+
+    verified = remote.show(
+        f"runs/demo-verified-rollout/{next(w.run_id for w in loaded.workflows if w.name == 'demo-verified-rollout')}.md"
+    )
+    summary = next(line for line in verified.splitlines() if line.startswith("| message |"))
+    assert "verify 'error-rate' failed: result = 0.08: result > 0.05 at " in summary, summary
+    assert "## Checks" in verified and "| new-image | error-rate |" in verified
+    assert image_of(api, "shop", "recommendations") == "registry.example/recommendations:1.0"

@@ -197,3 +197,15 @@ def test_a_guard_with_on_fail_fail_fails_the_run_before_anything_changes() -> No
     assert record.phase == RunPhase.FAILED
     assert "guard 'no-alerts' does not hold: result = 3" in record.steps["first"].message
     assert not actions.calls and not record.steps["first"].changed
+
+
+def test_a_guarded_verified_step_rechecks_its_own_checks_after_rollback() -> None:
+    """Guards and verify checks share the step's record; "did undoing help?" measures the
+    verify checks, each against its own record."""
+    wf = workflow([{"name": "scale", "verify": [{"name": "errors", **PROM}]}], guards=[GUARD])
+    checks = FakeChecks({"no-alerts": ["Passed"], "errors": ["Failed", "Passed"]})
+    record = run(wf, checks)
+    guard, verify = record.steps["scale"].checks
+    assert (guard.role, verify.role) == ("guard", "verify")
+    assert guard.after_rollback is None and verify.after_rollback is not None
+    assert verify.after_rollback.verdict == Verdict.PASSED
