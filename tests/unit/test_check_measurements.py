@@ -130,6 +130,90 @@ def test_no_prometheus_configured_or_reachable_is_inconclusive() -> None:
 
 def test_a_value_equals_an_int_literal_as_people_write_it(prometheus: str) -> None:
     """CEL has no implicit int/double conversion: Prometheus' 0.0 must still == 0."""
-    assert measure(prometheus, vector("0"), successCondition="result == 0").verdict == Verdict.PASSED
+    assert (
+        measure(prometheus, vector("0"), successCondition="result == 0").verdict == Verdict.PASSED
+    )
     two = measure(prometheus, vector("2"), successCondition="result == 0")
     assert two.verdict == Verdict.FAILED and two.note == "result = 2: not result == 0"
+
+
+class StubKube:
+    """Just what ClusterChecks asks of Kube: discovery, a GET that may find nothing, and a
+    Secret in the daemon's namespace (unit tests only; tests/e2e use the real API)."""
+
+    capture_namespace = "reconciler-system"
+
+    def __init__(self, objects: dict[str, Any]) -> None:
+        self.objects = objects
+        self.dynamic = self
+        self.resources = self
+
+    def get(self, api_version: str, kind: str) -> Any:
+        class Resource:
+            namespaced = kind != "Node"
+
+            @staticmethod
+            def path(name: str, namespace: str | None) -> str:
+                return f"/{kind}/{namespace}/{name}"
+
+        return Resource
+
+    async def call(self, what: str, fn: Any) -> Any:
+        return fn()
+
+    async def find(self, what: str, path: str) -> Any:
+        return self.objects.get(path)
+
+
+def live(kube: StubKube, condition: str, name: str = "web") -> Measurement:
+    from fakes import workflow
+
+    check = Check.model_validate(
+        {
+            "name": "ready",
+            "kubernetes": {
+                "object": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "namespace": "shop",
+                    "name": name,
+                },
+                "condition": condition,
+            },
+        }
+    )
+    step = workflow([{"name": "s"}]).spec.steps[0]
+    return asyncio.run(ClusterChecks(kube, None).measure(check, step, StepContext("r", "w", 1)))  # type: ignore[arg-type]
+
+
+def test_a_live_check_on_a_missing_object_or_field_fails_and_says_which() -> None:
+    kube = StubKube({"/Deployment/shop/web": {"spec": {"replicas": 2}, "status": {}}})
+    gone = live(kube, "object.spec.replicas == 2", name="nope")
+    assert gone.verdict == Verdict.FAILED and gone.note == "Deployment shop/nope not found"
+    field = live(kube, "object.status.readyReplicas == 2")
+    assert field.verdict == Verdict.FAILED and "no field" in field.note and "has()" in field.note
+    ok = live(kube, "object.spec.replicas == 2")
+    assert ok.verdict == Verdict.PASSED and ok.value == "true"
+
+
+def test_prometheus_credentials_come_from_a_secret_in_the_daemons_namespace() -> None:
+    import base64
+
+    from reconciler.checks.measure import prometheus_for
+    from reconciler.manifest.checkspec import PrometheusSource
+
+    kube = StubKube(
+        {
+            "/api/v1/namespaces/reconciler-system/secrets/prom": {
+                "data": {"token": base64.b64encode(b"s3cr3t\n").decode()}
+            }
+        }
+    )
+    source = PrometheusSource.model_validate(
+        {"address": "https://prometheus:9090", "bearerToken": {"name": "prom", "key": "token"}}
+    )
+    prometheus = asyncio.run(prometheus_for(kube, source, None))  # type: ignore[arg-type]
+    assert prometheus is not None and prometheus.bearer_token == "s3cr3t"
+    assert "s3cr3t" not in repr(prometheus)  # never in a log line
+    assert asyncio.run(prometheus_for(kube, None, "http://p:9090")).address == "http://p:9090"  # type: ignore[arg-type,union-attr]
+    assert asyncio.run(prometheus_for(kube, None, None)) is None  # type: ignore[arg-type]
