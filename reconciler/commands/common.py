@@ -69,3 +69,13 @@ def add_cluster_flags(p: argparse.ArgumentParser, capture_namespace: bool = True
 def print_issues(result: LoadResult) -> None:
     for issue in result.issues:
         print(issue, file=sys.stderr)
+
+
+def add_prometheus_flag(p: argparse.ArgumentParser, purpose: str) -> None:
+    """--prometheus-url, the same flag and variable on every command that measures."""
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("RECONCILER_PROMETHEUS_URL"),
+        metavar="URL",
+        help=f"{purpose} [RECONCILER_PROMETHEUS_URL]",
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from reconciler.commands.common import (
     Subcommands,
     add_cluster_flags,
     add_policy_flags,
+    add_prometheus_flag,
     policy_of,
     print_issues,
 )
@@ -28,13 +28,7 @@ def register(sub: Subcommands) -> None:
         action="store_true",
         help="show what each step would change in the live cluster (dryRun=All writes)",
     )
-    p.add_argument(
-        "--prometheus-url",
-        default=os.environ.get("RECONCILER_PROMETHEUS_URL"),
-        metavar="URL",
-        help="with --server-dry-run: measure guards and checks once, now, here"
-        " [RECONCILER_PROMETHEUS_URL]",
-    )
+    add_prometheus_flag(p, "with --server-dry-run: measure guards and checks once, now, here")
     add_cluster_flags(p, capture_namespace=False)
     add_policy_flags(p)
     p.set_defaults(func=main)

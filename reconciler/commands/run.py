@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from reconciler.commands.common import (
     Subcommands,
     add_cluster_flags,
     add_policy_flags,
+    add_prometheus_flag,
     policy_of,
     print_issues,
 )
@@ -114,13 +114,7 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="global limit on steps running at once across all workflows",
     )
-    p.add_argument(
-        "--prometheus-url",
-        default=os.environ.get("RECONCILER_PROMETHEUS_URL"),
-        metavar="URL",
-        help="Prometheus that checks query unless a workflow names its own"
-        " [RECONCILER_PROMETHEUS_URL]",
-    )
+    add_prometheus_flag(p, "Prometheus that checks query unless a workflow names its own")
     add_policy_flags(p, DEFAULT_NAMESPACE)
     p.set_defaults(func=main)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from reconciler.engine.clock import Clock
 from reconciler.engine.interface import Checks, StepContext
@@ -49,8 +50,9 @@ async def verify_step(
     """Run every check of `step`; None if all passed, else why the first one failed."""
     mine = [check_record(c) for c in step.verify]
     rec.checks = [c for c in rec.checks if c.role == "guard"] + mine
+    verifying = _Verifying(step, rec, checks, clock, ctx, emit)
     tasks = [
-        asyncio.create_task(_one(check, record, rec, step, checks, clock, ctx, emit))
+        asyncio.create_task(_one(check, record, verifying))
         for check, record in zip(step.verify, mine, strict=True)
     ]
     try:
@@ -67,41 +69,45 @@ async def verify_step(
                 await task
 
 
-async def _one(
-    check: Check,
-    record: CheckRecord,
-    rec: StepRecord,
-    step: StepBase,
-    checks: Checks,
-    clock: Clock,
-    ctx: StepContext,
-    emit: Emit,
-) -> str | None:
-    await clock.sleep(check.initial_delay)
+@dataclass
+class _Verifying:
+    """What measuring one step's checks needs, in one place."""
+
+    step: StepBase
+    rec: StepRecord
+    checks: Checks
+    clock: Clock
+    ctx: StepContext
+    emit: Emit
+
+    async def take(self, check: Check, record: CheckRecord) -> Measurement:
+        m = await self.checks.measure(check, self.step, self.ctx)
+        record.measurements.append(m)
+        shown = m.value if m.value is not None else "-"
+        self.rec.message = f"verify {check.name!r}: {shown} {m.verdict}"
+        if len(record.measurements) > MAX_KEPT:
+            del record.measurements[1]  # keep the first: when it started, what it saw then
+        await self.emit("step", "Measured", self.step.name)
+        return m
+
+
+async def _one(check: Check, record: CheckRecord, v: _Verifying) -> str | None:
+    await v.clock.sleep(check.initial_delay)
     if check.prometheus is not None:
-        verdict, reason = await _measured(check, record, rec, step, checks, clock, ctx, emit)
+        verdict, reason = await _measured(check, record, v)
     else:
-        verdict, reason = await _polled(check, record, rec, step, checks, clock, ctx, emit)
+        verdict, reason = await _polled(check, record, v)
     record.verdict, record.reason = verdict, reason
-    await emit("check", verdict.value, step.name)
+    await v.emit("check", verdict.value, v.step.name)
     return None if verdict == Verdict.PASSED else f"verify {check.name!r} failed: {reason}"
 
 
-async def _measured(
-    check: Check,
-    record: CheckRecord,
-    rec: StepRecord,
-    step: StepBase,
-    checks: Checks,
-    clock: Clock,
-    ctx: StepContext,
-    emit: Emit,
-) -> tuple[Verdict, str]:
+async def _measured(check: Check, record: CheckRecord, v: _Verifying) -> tuple[Verdict, str]:
     failed = inconclusive = 0
     for number in range(check.count):
         if number:
-            await clock.sleep(check.interval)
-        m = await _take(check, record, rec, step, checks, ctx, emit)
+            await v.clock.sleep(check.interval)
+        m = await v.take(check, record)
         if m.verdict == Verdict.FAILED:
             failed += 1
             if m.decisive or failed > check.failure_limit:
@@ -114,42 +120,15 @@ async def _measured(
     return Verdict.PASSED, f"{passed} of {check.count} measurements passed"
 
 
-async def _polled(
-    check: Check,
-    record: CheckRecord,
-    rec: StepRecord,
-    step: StepBase,
-    checks: Checks,
-    clock: Clock,
-    ctx: StepContext,
-    emit: Emit,
-) -> tuple[Verdict, str]:
-    deadline = clock.now() + check.timeout
+async def _polled(check: Check, record: CheckRecord, v: _Verifying) -> tuple[Verdict, str]:
+    deadline = v.clock.now() + check.timeout
     while True:
-        m = await _take(check, record, rec, step, checks, ctx, emit)
+        m = await v.take(check, record)
         if m.verdict == Verdict.PASSED:
             return Verdict.PASSED, m.note or "the condition holds"
-        if clock.now() + check.interval > deadline:
+        if v.clock.now() + check.interval > deadline:
             return Verdict.FAILED, f"not true within {check.timeout:g}s: {_said(m)}"
-        await clock.sleep(check.interval)
-
-
-async def _take(
-    check: Check,
-    record: CheckRecord,
-    rec: StepRecord,
-    step: StepBase,
-    checks: Checks,
-    ctx: StepContext,
-    emit: Emit,
-) -> Measurement:
-    m = await checks.measure(check, step, ctx)
-    record.measurements.append(m)
-    rec.message = f"verify {check.name!r}: {m.value if m.value is not None else '-'} {m.verdict}"
-    if len(record.measurements) > MAX_KEPT:
-        del record.measurements[1]  # keep the first: when it started, what it saw then
-    await emit("step", "Measured", step.name)
-    return m
+        await v.clock.sleep(check.interval)
 
 
 async def hold_guards(
