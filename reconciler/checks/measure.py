@@ -70,7 +70,7 @@ class ClusterChecks:
             return Measurement(
                 now, Verdict.INCONCLUSIVE, "[]", "no data: the query returned nothing"
             )
-        shown = _text(values[0]) if len(values) == 1 else "[" + ", ".join(map(_text, values)) + "]"
+        shown = _text(values[0]) if len(values) == 1 else _listed(values)
         if not all(math.isfinite(v) for v in values):
             return Measurement(now, Verdict.INCONCLUSIVE, shown, f"not a finite number: {shown}")
         variables: dict[str, Any] = {"results": values}
@@ -123,6 +123,12 @@ class ClusterChecks:
 
 def _holds(condition: str, variables: dict[str, Any]) -> bool:
     return evaluate(compile_condition(condition), variables)
+
+
+def _listed(values: list[float], shown: int = 10) -> str:
+    """Several series as the record shows them: the first few, and how many in all."""
+    more = f", … ({len(values)} series)" if len(values) > shown else ""
+    return "[" + ", ".join(map(_text, values[:shown])) + more + "]"
 
 
 def _text(value: float) -> str:

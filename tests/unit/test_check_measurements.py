@@ -97,6 +97,8 @@ def test_a_value_is_judged_by_its_conditions(prometheus: str) -> None:
 def test_several_series_are_results_and_result_is_then_an_error(prometheus: str) -> None:
     listed = measure(prometheus, vector("1", "2"), successCondition="size(results) == 2")
     assert listed.verdict == Verdict.PASSED and listed.value == "[1, 2]"
+    many = measure(prometheus, vector(*[str(i) for i in range(50)]), successCondition="true")
+    assert many.value == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, … (50 series)]"  # the record stays small
     wrong = measure(prometheus, vector("1", "2"))
     assert wrong.verdict == Verdict.FAILED and wrong.decisive and "use `results`" in wrong.note
 
