@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from kubernetes.dynamic import DynamicClient
 
 from reconciler import DEFAULT_NAMESPACE
 from reconciler.attempt import Backoff, attempt
-from reconciler.kube.errors import Fenced, NotFound, Unreachable, from_exception
+from reconciler.kube.errors import Fenced, Forbidden, NotFound, Unreachable, from_exception
 from reconciler.kube.origin import AttributedHeaders, attribute_requests
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 LIST_PAGE = 500
 API_CONNECTIONS = 32  # at most this many open to the API server at rest
 OUTAGE_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=5.0)
+RESTART_GRACE = 30.0  # seconds after an outage in which a 403 may be the restart's
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
@@ -85,6 +87,8 @@ class Kube:
     # leader frozen past its lease (a stalled node, a stopped process) writes nothing
     # once it thaws, before it has even noticed that another replica leads.
     fence: Callable[[], str | None] | None = field(default=None, repr=False)
+    _down: bool = field(default=False, repr=False)  # the last answer was "unreachable"
+    _back_at: float | None = field(default=None, repr=False)  # when it answered again
 
     def __post_init__(self) -> None:
         if not isinstance(self.api.default_headers, AttributedHeaders):
@@ -111,16 +115,20 @@ class Kube:
             if fenced:
                 self._check_fence(what)
             try:
-                return await asyncio.to_thread(fn)
+                result = await asyncio.to_thread(fn)
             except Exception as err:
-                raise from_exception(err, what) from err
+                typed = from_exception(err, what)
+                self._observe_outage(typed)
+                raise typed from err
+            self._observe_outage(None)
+            return result
 
         def note(_: int, err: Exception, delay: float) -> None:
-            log.warning("API server unreachable (%s); retrying in %.1fs", err, delay)
+            log.warning("API server not answering yet (%s); retrying in %.1fs", err, delay)
 
         return await attempt(
             once,
-            retryable=lambda err: isinstance(err, Unreachable),
+            retryable=lambda err: isinstance(err, Unreachable) or self._just_back(err),
             backoff=OUTAGE_BACKOFF,
             deadline=self.outage_budget,
             on_retry=note,
@@ -203,6 +211,22 @@ class Kube:
             return await self.get(what, path)
         except NotFound:
             return None
+
+    def _observe_outage(self, err: Exception | None) -> None:
+        if isinstance(err, Unreachable):
+            self._down = True
+        elif self._down:  # answering again: its authorizer may still be loading RBAC
+            self._down, self._back_at = False, time.monotonic()
+
+    def _just_back(self, err: Exception) -> bool:
+        """A 403 in the first seconds after an outage: a restarted API server answers
+        before its RBAC cache is synced, and impersonated requests (every step's) are then
+        refused; they are tried again, as for the outage itself, for a few seconds."""
+        return (
+            isinstance(err, Forbidden)
+            and self._back_at is not None
+            and time.monotonic() - self._back_at < RESTART_GRACE
+        )
 
     def _check_fence(self, what: str) -> None:
         why = self.fence() if self.fence is not None else None
