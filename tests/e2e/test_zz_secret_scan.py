@@ -48,6 +48,8 @@ def spool_text(spool: Path) -> str:
             entry = json.loads(text)
         except ValueError:
             continue
+        if not isinstance(entry, dict):
+            continue  # pushed.json: the names of entries pushed before a stop (scanned as text)
         for content in (entry.get("files") or {}).values():
             if content:
                 parts.append(base64.b64decode(content).decode(errors="replace"))
