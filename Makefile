@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-unit test-e2e lint demo cluster bench soak schema clean
+.PHONY: test test-unit test-e2e lint demo cluster image bench soak schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-e2e: $(STAMP)
 cluster:
 	bash tests/e2e/cluster/build.sh
 	bash tests/e2e/prometheus/build.sh
+	bash tests/e2e/node/build.sh
+
+# The daemon's OCI image from ./Dockerfile, without Docker (podman; image/build.sh).
+image:
+	bash image/build.sh
 
 demo: $(STAMP)
 	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster; fi

@@ -31,6 +31,10 @@ def job_body(
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in spec.tolerations]
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
@@ -82,9 +86,12 @@ async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> d
                 outcome["logTail"] = await log_tail(kube, namespace, name)
                 return None
             if cond.get("type") == "Failed":
-                tail = await log_tail(kube, namespace, name)
+                pod = await newest_pod(kube, namespace, name)
+                exited = termination(pod) if pod else ""
+                tail = await log_tail(kube, namespace, name, pod)
                 raise PermanentError(
                     f"{what} failed: {cond.get('reason')}: {cond.get('message')}"
+                    + (f"; {exited}" if exited else "")
                     + (f"\nlog tail:\n{tail}" if tail else "")
                 )
         status = job.get("status", {})
@@ -96,23 +103,49 @@ async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> d
     return outcome
 
 
-async def log_tail(kube: Kube, namespace: str, job: str) -> str:
-    """Last lines of the Job's newest pod; best effort (fake kubelets may have no logs)."""
+async def newest_pod(kube: Kube, namespace: str, job: str) -> dict[str, Any] | None:
+    """The Job's newest pod (the one whose end decided it), None if it has none; best effort."""
     try:
         pods = await kube.get(
             f"pods of job {namespace}/{job}",
             ns_path("v1", namespace, "pods"),
             {"labelSelector": f"job-name={job}"},
         )
-        items = sorted(
-            pods.get("items") or [], key=lambda p: p["metadata"].get("creationTimestamp", "")
-        )
-        if not items:
+    except Exception:
+        return None
+    items = sorted(
+        pods.get("items") or [], key=lambda p: p["metadata"].get("creationTimestamp", "")
+    )
+    return items[-1] if items else None
+
+
+def termination(pod: dict[str, Any]) -> str:
+    """How the step's container ended, in words: `container step exited with code 3 (Error)`."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        ended = (status.get("state") or {}).get("terminated")
+        if ended:
+            words = f"container {status.get('name')} exited with code {ended.get('exitCode')}"
+            if ended.get("signal"):
+                words += f" (signal {ended['signal']})"
+            elif ended.get("reason"):
+                words += f" ({ended['reason']})"
+            return words
+    return ""
+
+
+async def log_tail(
+    kube: Kube, namespace: str, job: str, pod: dict[str, Any] | None = None
+) -> str:
+    """Last lines of the Job's newest pod; best effort (fake kubelets may have no logs)."""
+    try:
+        if pod is None:
+            pod = await newest_pod(kube, namespace, job)
+        if pod is None:
             return ""
-        pod = items[-1]["metadata"]["name"]
-        path = ns_path("v1", namespace, "pods", pod) + "/log"
+        name = pod["metadata"]["name"]
+        path = ns_path("v1", namespace, "pods", name) + "/log"
         return await kube.call(
-            f"log of pod {namespace}/{pod}",
+            f"log of pod {namespace}/{name}",
             lambda: kube.raw("GET", path, {"tailLines": LOG_LINES, "limitBytes": LOG_BYTES}),
         )
     except Exception as err:

@@ -58,6 +58,15 @@ class ApplyParams(Model):
     manifest: dict[str, Any] = Field(description="one Kubernetes object, applied server-side")
 
 
+class Toleration(Model):
+    """A pod toleration, as in a Pod spec (to reach nodes kept for such work by a taint)."""
+
+    key: Token | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class JobSpec(Model):
     image: Token
     command: list[str] = Field(default_factory=list)
@@ -66,6 +75,10 @@ class JobSpec(Model):
     service_account_name: Name | None = None
     backoff_limit: int = Field(0, ge=0, le=20)
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    node_selector: dict[Token, str] = Field(
+        default_factory=dict, description="the pod's nodeSelector: which nodes may run it"
+    )
+    tolerations: list[Toleration] = Field(default_factory=list)
 
 
 class CustomParams(JobSpec):

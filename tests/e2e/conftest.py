@@ -45,6 +45,14 @@ from kwokcluster import (  # noqa: E402
     missing_binaries,
     reap_orphans,
 )
+from realnode import BINARIES as NODE_BINARIES  # noqa: E402
+from realnode import (  # noqa: E402
+    NodeError,
+    RealNode,
+    daemon_image,
+    node_bin_dir,
+    unsupported_reason,
+)
 from tenants import onboard, onboard_cluster_account  # noqa: E402
 
 USE_KUBECONFIG = "RECONCILER_E2E_USE_KUBECONFIG"
@@ -110,6 +118,50 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
         yield str(cluster.kubeconfig)
     finally:
         cluster.delete()
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    request: pytest.FixtureRequest, kubeconfig: str, kwok_cluster: KwokCluster | None
+) -> Iterator[RealNode]:
+    """A real kubelet + containerd node beside the kwok nodes (tests/e2e/realnode.py), started
+    the first time a test asks for it, with the Job image and the daemon's image loaded."""
+    if kwok_cluster is None:
+        pytest.skip(
+            f"real node: joins the suite's own control plane only; with {USE_KUBECONFIG}=1 "
+            "these tests need a node of your cluster labelled reconciler.dev/real-node=true"
+        )
+    reason = unsupported_reason()
+    if reason:
+        pytest.skip(f"real node: {reason}")
+    binaries = node_bin_dir()
+    missing = [b for b in NODE_BINARIES if not (binaries / b).exists()]
+    if missing:
+        pytest.fail(
+            f"real-node binaries missing in {binaries}: {', '.join(missing)}; build them with "
+            "`make cluster` (bash tests/e2e/node/build.sh)",
+            pytrace=False,
+        )
+    with k8s.ApiClient(_configuration(kubeconfig)) as api:
+        node = RealNode(binaries, kwok_cluster.kubeconfig, api)
+        atexit.register(node.stop)
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        try:
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                node.start([daemon_image()])
+        except NodeError as err:
+            node.stop()
+            pytest.fail(f"the real node did not start: {err}", pytrace=False)
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+def _configuration(kubeconfig: str) -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return configuration
 
 
 @pytest.fixture(scope="session", autouse=True)

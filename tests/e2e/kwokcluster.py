@@ -58,6 +58,7 @@ PORT_OPTIONS = (
     "kwokControllerPort",
 )
 NODES = 3
+KWOK_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"  # the annotation of the nodes kwokctl makes
 TEMP_PREFIX = "reconciler-e2e-"
 OWNER_FILE = "owner.pid"
 
@@ -255,7 +256,19 @@ class KwokCluster:
             f"  kubeSchedulerBinary: {b}/kube-scheduler\n"
             f"  kubectlBinary: {b}/kubectl\n"
             f"  etcdBinary: {b}/etcd\n"
-            f"  kwokControllerBinary: {b}/kwok\n" + ports
+            f"  kwokControllerBinary: {b}/kwok\n"
+            + ports
+            # kwok fakes its own nodes only (kwokctl's node template annotates them), never the
+            # real node (tests/e2e/realnode.py) or the pods the real kubelet runs.
+            + "componentsPatches:\n"
+            "  - name: kwok-controller\n"
+            "    extraArgs:\n"
+            "      - {key: manage-all-nodes, value: 'false', override: true}\n"
+            f"      - {{key: manage-nodes-with-annotation-selector, value: '{KWOK_NODE_SELECTOR}'}}\n"
+            # the real node's address is 127.0.0.1; its host name must never be looked up
+            "  - name: kube-apiserver\n"
+            "    extraArgs:\n"
+            "      - {key: kubelet-preferred-address-types, value: InternalIP}\n"
         )
 
     def create(self) -> None:
@@ -413,10 +426,12 @@ class KwokCluster:
             except Exception as err:
                 listed = []
                 pending.append(f"list nodes: {err}")
+            key, _, value = KWOK_NODE_SELECTOR.partition("=")
             ready = [
                 n.metadata.name
                 for n in listed
-                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+                if (n.metadata.annotations or {}).get(key) == value
+                and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
             ]
             if len(ready) < NODES:
                 pending.append(f"{len(ready)} of {NODES} kwok nodes Ready")
@@ -433,10 +448,14 @@ class KwokCluster:
                 coordination.read_namespaced_lease(name, "kube-system", _request_timeout=5)
                 for name in ("kube-controller-manager", "kube-scheduler")
             ]
-            if nodes:
-                leases += coordination.list_namespaced_lease(
-                    "kube-node-lease", _request_timeout=10
-                ).items
+            if nodes:  # kwok's nodes; the real node's kubelet renews its own
+                leases += [
+                    lease
+                    for lease in coordination.list_namespaced_lease(
+                        "kube-node-lease", _request_timeout=10
+                    ).items
+                    if lease.metadata.name.startswith("kwok-")
+                ]
         except Exception as err:
             return [f"leases: {err}"]
         for lease in leases:

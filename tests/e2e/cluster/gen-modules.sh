@@ -27,7 +27,7 @@ godebug_lines="$(grep -E '^godebug ' "$upstream_mod" || true)"
     echo
     [ -n "$godebug_lines" ] && { echo "$godebug_lines"; echo; }
     echo "tool ("
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
         echo "	k8s.io/kubernetes/cmd/${cmd}"
     done
     echo ")"
