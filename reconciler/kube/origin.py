@@ -26,8 +26,10 @@ IMPERSONATE_USER = "Impersonate-User"
 
 
 def process_identity() -> str:
-    """hostname-pid: names this process in Leases and in every request's User-Agent."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """host-pid: names this process in Leases and in every request's User-Agent. In a pod the
+    host is the pod's name (POD_NAME, from the downward API): with hostNetwork every pod on a
+    node has the node's host name, and each container's process is pid 1."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
 
 
 def service_account_user(namespace: str, name: str) -> str:

@@ -56,6 +56,7 @@ class Request:
     step: str | None
     op: str | None
     attempt: int | None
+    identity: str = ""  # host-pid of the process (a pod's name and 1 in a container)
 
     @property
     def mutating(self) -> bool:
@@ -107,6 +108,7 @@ def parse(line: str) -> Request | None:
         step=agent["step"],
         op=agent["op"],
         attempt=int(agent["attempt"]) if agent["attempt"] else None,
+        identity=identity,
     )
 
 

@@ -14,12 +14,12 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from deployhelp import apply_kustomization
 from figures import report
 from kubehelp import api, deployment, execution, own_node, secret, wait_for  # noqa: F401
 from kubernetes import client as k8s
@@ -37,38 +37,6 @@ JUSTIFIED = {
     # OpenShift, not on this control plane) when blockOwnerDeletion is set.
     ("reconciler.dev", "workflowexecutions/finalizers", "update"): "admission check, not a request",
 }
-
-
-def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = "kubectl"
-    if os.environ.get("RECONCILER_E2E_USE_KUBECONFIG") != "1":
-        out = subprocess.run(
-            ["bash", str(ROOT / "tests/e2e/cluster/build.sh"), "--print-bin-dir"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        binary = str(Path(out.stdout.strip()) / "kubectl")
-    return subprocess.run(
-        [binary, "--kubeconfig", kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def apply_kustomization(kubeconfig: str, path: Path) -> subprocess.CompletedProcess[str]:
-    """`kubectl apply --server-side -k`, as the README tells users to."""
-    return kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=e2e",
-        "-k",
-        str(path),
-    )
 
 
 def _settled(read, granted, timeout: float = 30):
