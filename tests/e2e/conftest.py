@@ -53,6 +53,7 @@ from realnode import (  # noqa: E402
     node_bin_dir,
     unsupported_reason,
 )
+from realnode import reap_orphans as reap_orphan_nodes  # noqa: E402
 from tenants import onboard, onboard_cluster_account  # noqa: E402
 
 USE_KUBECONFIG = "RECONCILER_E2E_USE_KUBECONFIG"
@@ -143,6 +144,8 @@ def real_node(
             pytrace=False,
         )
     with k8s.ApiClient(_configuration(kubeconfig)) as api:
+        for workdir in reap_orphan_nodes(binaries, api):
+            print(f"\n[e2e] stopped the real node {workdir} left behind by a killed session")
         node = RealNode(binaries, kwok_cluster.kubeconfig, api)
         atexit.register(node.stop)
         capture = request.config.pluginmanager.getplugin("capturemanager")

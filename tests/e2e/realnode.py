@@ -39,6 +39,8 @@ NAME = "reconciler-real-node"
 LABEL = ("reconciler.dev/real-node", "true")
 TAINT = {"key": "reconciler.dev/real-node", "value": "true", "effect": "NoSchedule"}
 TEMP_PREFIX = "reconciler-node-"
+OWNER_FILE = "owner.pid"
+SNAPSHOT_FILE = "host-before.json"
 BINARIES = (
     "kubelet",
     "containerd",
@@ -116,6 +118,13 @@ class HostSnapshot:
     shim_entries: set[str] = field(default_factory=set)
     log_links: set[str] = field(default_factory=set)
 
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({k: sorted(v) for k, v in vars(self).items()}))
+
+    @classmethod
+    def load(cls, path: Path) -> HostSnapshot:
+        return cls(**{k: set(v) for k, v in json.loads(path.read_text()).items()})
+
     @classmethod
     def take(cls) -> HostSnapshot:
         return cls(
@@ -163,21 +172,43 @@ def _cgroup_dirs() -> list[str]:
     return dirs
 
 
+def reap_orphans(binaries: Path, api: k8s.ApiClient) -> list[Path]:
+    """Stop and undo the nodes of e2e sessions that died without stopping them (kill -9), as
+    their own stop() would have: their folder has the snapshot of the host before them."""
+    reaped = []
+    for workdir in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+            before = HostSnapshot.load(workdir / SNAPSHOT_FILE)
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        node = RealNode(binaries, Path("/dev/null"), api, workdir=workdir)
+        node.before, node.up = before, True
+        node.stop()
+        reaped.append(workdir)
+    return reaped
+
+
 class NodeError(Exception):
     """The node did not start; the message has the kubelet's and containerd's log tails."""
 
 
 class RealNode:
-    def __init__(self, binaries: Path, kubeconfig: Path, api: k8s.ApiClient) -> None:
+    def __init__(
+        self, binaries: Path, kubeconfig: Path, api: k8s.ApiClient, workdir: Path | None = None
+    ) -> None:
         self.bin = binaries
         self.cluster_kubeconfig = kubeconfig
         self.api = api
-        self.workdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         self.before = HostSnapshot()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.kubelet_port, self.healthz_port = free_ports(2)
         self.name = NAME
         self.up = False
+        self.undone: dict[str, int] = {}  # what stop() found to undo, by kind
 
     # --- paths -------------------------------------------------------------------------------
     @property
@@ -194,6 +225,9 @@ class RealNode:
         started = time.monotonic()
         self.before = HostSnapshot.take()
         self.up = True
+        # for reap_orphans(): whose node this is, and what the host was like before it
+        self.before.save(self.workdir / SNAPSHOT_FILE)
+        (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         (self.workdir / "logs").mkdir()
         self._write_containerd_config()
         self._spawn(
@@ -424,6 +458,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
                         break
                     time.sleep(0.2)
         self._terminate("containerd", grace=10)
+        left = HostSnapshot.take()
+        self.undone = {
+            "mounts": len(left.mounts - self.before.mounts),
+            "cgroups": len(left.cgroups - self.before.cgroups),
+            "chains": len(left.chains - self.before.chains),
+            "processes": len(_processes_naming(self.workdir)),
+        }
         _kill_naming(self.workdir)  # shims and anything else started from the node's folder
         self._clean_cgroups()
         self._unmount_all()
