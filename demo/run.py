@@ -8,6 +8,7 @@ With KUBECONFIG set, that cluster is used instead. DEMO_KEEP=1 leaves everything
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -20,10 +21,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from examples_setup import ExampleMetrics, create_example_targets  # noqa: E402
+from examples_setup import (  # noqa: E402
+    CANARY,
+    ExampleMetrics,
+    create_example_targets,
+    on_real_node,
+)
 from kubehelp import api_client, install_crd  # noqa: E402
 from kwokcluster import KwokCluster, bin_dir, missing_binaries  # noqa: E402
 from promhelp import PrometheusServer  # noqa: E402
+from realnode import (  # noqa: E402
+    BINARIES as NODE_BINARIES,
+)
+from realnode import (  # noqa: E402
+    LABEL,
+    TAINT,
+    NodeError,
+    RealNode,
+    node_bin_dir,
+    reap_orphans,
+    unsupported_reason,
+)
+from ruamel.yaml import YAML  # noqa: E402
 
 from reconciler.manifest.loader import load_paths  # noqa: E402
 
@@ -66,13 +85,42 @@ def start_cluster() -> tuple[str, KwokCluster | None, Path | None]:
     return str(cluster.kubeconfig), cluster, binaries / "kubectl"
 
 
-def make_remote(work: Path) -> tuple[Path, Path]:
+def start_real_node(api, cluster: KwokCluster | None) -> RealNode | None:
+    """A real kubelet + containerd node beside the kwok nodes, where this host can run one:
+    the failing canary's container then really runs (and fails)."""
+    reason = "the cluster in KUBECONFIG is not the demo's own" if cluster is None else None
+    reason = reason or unsupported_reason()
+    binaries = node_bin_dir()
+    missing = [b for b in NODE_BINARIES if not (binaries / b).exists()]
+    if not reason and missing:
+        reason = f"its binaries are not built ({', '.join(missing)}): run `make cluster`"
+    if reason:
+        say(f"no real node: {reason}; the canary's Job waits on a kwok node and times out")
+        return None
+    assert cluster is not None
+    for workdir in reap_orphans(binaries, api):
+        print(f"   stopped the real node {workdir} a previous demo left running")
+    node = RealNode(binaries, cluster.kubeconfig, api)
+    say("starting a real node (kubelet, containerd, runc) beside the kwok nodes")
+    try:
+        node.start([])
+    except NodeError as err:
+        node.stop()
+        say(f"no real node: it did not start ({str(err).splitlines()[0]})")
+        return None
+    return node
+
+
+def make_remote(work: Path, node: RealNode | None) -> tuple[Path, Path]:
     bare, clone = work / "ops.git", work / "ops"
     git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
     git("clone", "--quiet", str(bare), str(clone), cwd=work)
     git("config", "user.name", "Demo SRE", cwd=clone)
     git("config", "user.email", "sre@example.com", cwd=clone)
     shutil.copytree(ROOT / "examples-repo", clone, dirs_exist_ok=True)
+    if node is not None:  # the canary's Job on the real node: its container really runs
+        canary = clone / "workflows" / CANARY[0]
+        canary.write_text(on_real_node(canary.read_text(), LABEL, TAINT["key"]))
     return bare, clone
 
 
@@ -101,7 +149,8 @@ def main() -> int:
     example_metrics = ExampleMetrics()
     prometheus = PrometheusServer(example_metrics, work / "prometheus").start()
     say(f"Prometheus on {prometheus.url}, scraping the demo's error ratio every second")
-    bare, clone = make_remote(work)
+    node = start_real_node(api, cluster)
+    bare, clone = make_remote(work, node)
     port = free_port()
     policy = Path(__file__).resolve().parent / "policy.yaml"
     say(
@@ -180,6 +229,12 @@ def main() -> int:
             f" git -C {bare} show main:runs/demo-verified-rollout/"
             f"{next(w.run_id for w in workflows if w.name == 'demo-verified-rollout')}.md"
         )
+        canary_run = next(w.run_id for w in workflows if w.name == "demo-failed-canary")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            canary = git("show", f"main:runs/demo-failed-canary/{canary_run}.yaml", cwd=bare)
+            message = str(YAML(typ="safe").load(canary).get("message") or "")
+            say("why the canary failed (its record's message)")
+            print("\n".join(f"   {line}" for line in message.splitlines()[:8]))
         say("kubectl get workflowexecutions")
         kubectl_bin = str(kubectl) if kubectl else "kubectl"
         print(
@@ -220,6 +275,8 @@ def main() -> int:
             daemon.wait(timeout=30)
             prometheus.stop()
             example_metrics.stop()
+            if node is not None:
+                node.stop()
             if cluster is not None:
                 cluster.delete()
 

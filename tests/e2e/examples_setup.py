@@ -27,6 +27,23 @@ CONFIGMAPS = {
     },
 }
 MAINTENANCE_NODE = "worker-1"
+CANARY = ("demo-failed-canary.yaml", "canary-check")  # the Custom step that really runs
+
+
+def on_real_node(workflow_text: str, label: tuple[str, str], taint_key: str) -> str:
+    """demo-failed-canary with its canary Job placed on the e2e cluster's real node (its
+    nodeSelector and a toleration of its taint), so its container really runs and fails;
+    every other line of the example as it is in examples-repo/."""
+    marker = "    - name: canary-check\n"
+    head, found, step = workflow_text.partition(marker)
+    assert found, "demo-failed-canary has no step canary-check"
+    params = "      params:\n"
+    assert params in step, "canary-check has no params block"
+    placement = (
+        f"        nodeSelector: {{{label[0]}: '{label[1]}'}}\n"
+        f"        tolerations: [{{key: {taint_key}, operator: Exists}}]\n"
+    )
+    return head + marker + step.replace(params, params + placement, 1)
 
 
 def _ignore_exists(call: Any, *args: Any) -> None:

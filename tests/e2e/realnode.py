@@ -40,6 +40,7 @@ LABEL = ("reconciler.dev/real-node", "true")
 TAINT = {"key": "reconciler.dev/real-node", "value": "true", "effect": "NoSchedule"}
 TEMP_PREFIX = "reconciler-node-"
 OWNER_FILE = "owner.pid"
+EXAMPLE_BUSYBOX = "docker.io/library/busybox:1.35"
 SNAPSHOT_FILE = "host-before.json"
 BINARIES = (
     "kubelet",
@@ -246,6 +247,8 @@ class RealNode:
         ]
         for name, archive in [*own, *images]:
             self._import(name, archive)
+        # the examples' Custom image: what the Jobs' image is (Debian's busybox 1.35)
+        self._ctr("images", "tag", "--force", versions["JOBS_IMAGE"], EXAMPLE_BUSYBOX)
         self._write_kubelet_config()
         self._spawn(
             "kubelet",

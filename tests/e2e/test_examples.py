@@ -7,10 +7,17 @@ import shutil
 from pathlib import Path
 
 from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
-from examples_setup import MAINTENANCE_NODE, ExampleMetrics, create_example_targets
+from examples_setup import (
+    CANARY,
+    MAINTENANCE_NODE,
+    ExampleMetrics,
+    create_example_targets,
+    on_real_node,
+)
 from kubehelp import api, execution, image_of  # noqa: F401
 from kubernetes import client as k8s
 from promhelp import PrometheusServer
+from realnode import LABEL, TAINT
 
 from reconciler.manifest.loader import load_paths
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
@@ -28,7 +35,7 @@ EXPECTED = {
 
 
 def test_every_example_runs_against_the_cluster(
-    api, kubeconfig, remote, daemons, tmp_path: Path
+    api, kubeconfig, remote, daemons, real_node, tmp_path: Path
 ) -> None:
     metrics = ExampleMetrics()
     prometheus = PrometheusServer(metrics, tmp_path / "prometheus")
@@ -44,6 +51,9 @@ def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_ur
     assert loaded.ok and {w.name for w in loaded.workflows} == set(EXPECTED)
     create_example_targets(api)
     shutil.copytree(EXAMPLES / "workflows", remote.clone / "workflows", dirs_exist_ok=True)
+    canary = remote.clone / "workflows" / CANARY[0]  # its Job runs on the real node
+    canary.write_text(on_real_node(canary.read_text(), LABEL, TAINT["key"]))
+    loaded = load_paths([remote.clone / "workflows"], Policy.load(DEFAULT_PROTECTED, POLICY))
     remote.commit_all("examples")
     daemon = Daemon(
         str(remote.bare),
@@ -85,6 +95,9 @@ def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_ur
         f"runs/demo-failed-canary/{next(w.run_id for w in loaded.workflows if w.name == 'demo-failed-canary')}.md"
     )
     assert "## Rollback" in failed and "| 2 | switch-cache | UpdateConfigMap | Undone |" in failed
+    # the canary's container ran and failed: its exit code and its output are in the report
+    assert "container step exited with code 1 (Error)" in failed, failed
+    assert "probing http://catalog.shop/healthz" in failed and "wget: bad address" in failed
 
     verified = remote.show(
         f"runs/demo-verified-rollout/{next(w.run_id for w in loaded.workflows if w.name == 'demo-verified-rollout')}.md"

@@ -115,23 +115,27 @@ if [ ! -s "$bin_dir/pause.oci.tar" ]; then
     rm -rf "$pack"
     log "packed $PAUSE_IMAGE into $bin_dir/pause.oci.tar"
 fi
-# The test Jobs' image: Debian's static busybox alone (sh, sleep, echo, ...), small so that a
-# container starts in well under a second with the native snapshotter (a full copy each time).
+# The test Jobs' image: Debian's busybox (sh, sleep, echo, wget, ...) and the C library it
+# links, nothing else: small, so that a container starts at once, and with a working resolver
+# (the static busybox crashes resolving a name: static glibc cannot load its NSS modules).
 if [ ! -s "$bin_dir/jobs.oci.tar" ]; then
     bash "$root/image/debian-packages.sh" podman runc
     # shellcheck source=../../../image/podman.sh
     . "$root/image/podman.sh"
     pack="$(mktemp -d "$bin_dir/.jobs.XXXXXX")"
-    (cd "$pack" && apt-get download -q busybox-static >/dev/null 2>&1) \
-        || give_up "apt-get download busybox-static failed (is Debian's mirror reachable?)"
-    dpkg-deb -x "$pack"/busybox-static_*.deb "$pack/deb"
-    mkdir -p "$pack/rootfs/bin" "$pack/rootfs/etc" "$pack/rootfs/tmp"
-    cp "$pack/deb/bin/busybox" "$pack/rootfs/bin/busybox"
-    for applet in $("$pack/rootfs/bin/busybox" --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$pack/rootfs/bin/$applet"
+    (cd "$pack" && apt-get download -q busybox libc6 >/dev/null 2>&1) \
+        || give_up "apt-get download busybox libc6 failed (is Debian's mirror reachable?)"
+    mkdir -p "$pack/rootfs"
+    for deb in "$pack"/busybox_*.deb "$pack"/libc6_*.deb; do dpkg-deb -x "$deb" "$pack/rootfs"; done
+    rm -rf "$pack/rootfs/usr/share" "$pack/rootfs/usr/lib/x86_64-linux-gnu/gconv" "$pack/rootfs/etc/ld.so.conf.d"
+    mkdir -p "$pack/rootfs/etc" "$pack/rootfs/tmp"
+    [ -x "$pack/rootfs/bin/busybox" ] || give_up "Debian's busybox package has no /bin/busybox"
+    for applet in $(chroot "$pack/rootfs" /bin/busybox --list); do
+        [ -e "$pack/rootfs/bin/$applet" ] || ln -s busybox "$pack/rootfs/bin/$applet"
     done
     printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$pack/rootfs/etc/passwd"
     printf 'root:x:0:\nnobody:x:65534:\n' > "$pack/rootfs/etc/group"
+    printf 'hosts: files dns\n' > "$pack/rootfs/etc/nsswitch.conf"
     chmod 1777 "$pack/rootfs/tmp"
     tar -C "$pack/rootfs" --owner=0 --group=0 --mtime=@0 --sort=name -cf "$pack/rootfs.tar" .
     "${podman_cmd[@]}" import --quiet --change 'CMD ["/bin/sh"]' "$pack/rootfs.tar" "$JOBS_IMAGE" >/dev/null
