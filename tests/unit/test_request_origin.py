@@ -158,3 +158,15 @@ def test_a_steps_calls_impersonate_its_tenant_account_and_nothing_else_does(serv
     own = [who for p, who in step_calls if p.startswith("/api/v1/namespaces/reconciler-system/")]
     assert len(own) == 2 and set(own) == {None}  # its capture and state Secrets: the daemon
     assert {who for p, who in step_calls if "/namespaces/shop/" in p} == {tenant}
+
+
+def test_a_pod_names_itself_by_its_pod_name_not_the_nodes_host_name(monkeypatch) -> None:
+    """With hostNetwork every pod on a node has the node's host name and pid 1: POD_NAME
+    (the downward API, deploy/deployment.yaml) tells two replicas apart."""
+    import os
+    import socket
+
+    monkeypatch.delenv("POD_NAME", raising=False)
+    assert process_identity() == f"{socket.gethostname()}-{os.getpid()}"
+    monkeypatch.setenv("POD_NAME", "reconciler-6d9f5798c-vfrpv")
+    assert process_identity() == f"reconciler-6d9f5798c-vfrpv-{os.getpid()}"
