@@ -72,10 +72,10 @@ class ClusterError(Exception):
     """The cluster did not start; the message carries the components' log tails."""
 
 
-def versions() -> dict[str, str]:
-    """The pinned versions from tests/e2e/cluster/versions.env."""
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines of a versions.env (comments and blank lines skipped)."""
     out: dict[str, str] = {}
-    for line in (CLUSTER_DIR / "versions.env").read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
@@ -83,15 +83,22 @@ def versions() -> dict[str, str]:
     return out
 
 
-def bin_dir() -> Path:
-    """Where build.sh puts (or has put) the binaries of the pinned versions."""
+def versions() -> dict[str, str]:
+    """The pinned versions from tests/e2e/cluster/versions.env."""
+    return env_file(CLUSTER_DIR / "versions.env")
+
+
+def script_bin_dir(script: Path) -> Path:
+    """Where a build script puts (or has put) its binaries: `script --print-bin-dir`."""
     out = subprocess.run(
-        ["bash", str(CLUSTER_DIR / "build.sh"), "--print-bin-dir"],
-        check=True,
-        capture_output=True,
-        text=True,
+        ["bash", str(script), "--print-bin-dir"], check=True, capture_output=True, text=True
     )
     return Path(out.stdout.strip())
+
+
+def bin_dir() -> Path:
+    """Where build.sh puts (or has put) the binaries of the pinned versions."""
+    return script_bin_dir(CLUSTER_DIR / "build.sh")
 
 
 def missing_binaries(binaries: Path) -> list[str]:
@@ -390,6 +397,7 @@ class KwokCluster:
 
     def _pending(self, nodes: bool, since: datetime | None) -> list[str]:
         pending = []
+        kwok_nodes: set[str] = set()
         if not self.kubeconfig.exists():
             return ["kubeconfig not written"]
         if self._api is None:
@@ -427,20 +435,27 @@ class KwokCluster:
                 listed = []
                 pending.append(f"list nodes: {err}")
             key, _, value = KWOK_NODE_SELECTOR.partition("=")
+            kwok_nodes = {
+                n.metadata.name for n in listed if (n.metadata.annotations or {}).get(key) == value
+            }
             ready = [
                 n.metadata.name
                 for n in listed
-                if (n.metadata.annotations or {}).get(key) == value
+                if n.metadata.name in kwok_nodes
                 and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
             ]
             if len(ready) < NODES:
                 pending.append(f"{len(ready)} of {NODES} kwok nodes Ready")
         if since is not None:
-            pending += self._stale_leases(api, since, nodes, release=self._restarting)
+            pending += self._stale_leases(
+                api, since, kwok_nodes, release=self._restarting
+            )
         return pending
 
     @staticmethod
-    def _stale_leases(api: k8s.ApiClient, since: datetime, nodes: bool, release: bool) -> list[str]:
+    def _stale_leases(
+        api: k8s.ApiClient, since: datetime, nodes: set[str], release: bool
+    ) -> list[str]:
         coordination = k8s.CoordinationV1Api(api)
         stale = []
         try:
@@ -454,7 +469,7 @@ class KwokCluster:
                     for lease in coordination.list_namespaced_lease(
                         "kube-node-lease", _request_timeout=10
                     ).items
-                    if lease.metadata.name.startswith("kwok-")
+                    if lease.metadata.name in nodes
                 ]
         except Exception as err:
             return [f"leases: {err}"]

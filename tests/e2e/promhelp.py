@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kwokcluster import script_bin_dir
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,13 +42,7 @@ RULES = """groups:
 
 
 def prometheus_binary() -> Path:
-    out = subprocess.run(
-        ["bash", str(ROOT / "tests/e2e/prometheus/build.sh"), "--print-bin-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(out.stdout.strip()) / "prometheus"
+    return script_bin_dir(ROOT / "tests/e2e/prometheus/build.sh") / "prometheus"
 
 
 class Exporter:

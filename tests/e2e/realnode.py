@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes import client as k8s
-from kwokcluster import free_ports
+from kwokcluster import env_file, free_ports, script_bin_dir
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 REPO = NODE_DIR.parents[2]
@@ -57,24 +57,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 SHIM_DIR = Path("/run/containerd")  # containerd's shims put their sockets here, always
 
 
-def _versions(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key] = value
-    return out
-
-
 def node_bin_dir() -> Path:
-    out = subprocess.run(
-        ["bash", str(NODE_DIR / "build.sh"), "--print-bin-dir"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(out.stdout.strip())
+    return script_bin_dir(NODE_DIR / "build.sh")
 
 
 def _script_output(script: str, flag: str) -> str:
@@ -92,7 +76,7 @@ def daemon_image() -> tuple[str, Path]:
 
 def jobs_image() -> str:
     """The image of the test Jobs (busybox: sh, sleep, echo), loaded on every start."""
-    return _versions(NODE_DIR / "versions.env")["JOBS_IMAGE"]
+    return env_file(NODE_DIR / "versions.env")["JOBS_IMAGE"]
 
 
 def unsupported_reason() -> str | None:
@@ -240,7 +224,7 @@ class RealNode:
             "containerd to answer",
             started + 30,
         )
-        versions = _versions(NODE_DIR / "versions.env")
+        versions = env_file(NODE_DIR / "versions.env")
         own = [
             (versions["PAUSE_IMAGE"], self.bin / "pause.oci.tar"),
             (versions["JOBS_IMAGE"], self.bin / "jobs.oci.tar"),
@@ -340,7 +324,7 @@ class RealNode:
                 }
             )
         )
-        pause = _versions(NODE_DIR / "versions.env")["PAUSE_IMAGE"]
+        pause = env_file(NODE_DIR / "versions.env")["PAUSE_IMAGE"]
         (w / "containerd.toml").write_text(
             f"""version = 3
 root = "{w}/containerd/root"
