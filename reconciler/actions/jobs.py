@@ -99,7 +99,8 @@ async def wait_job(kube: Kube, namespace: str, name: str, ctx: StepContext) -> d
             f"{what} to finish (active {status.get('active', 0)}, failed {status.get('failed', 0)})"
         )
 
-    await poll(check, lambda w: setattr(ctx, "waiting_for", w))
+    # a Job is looked at every second at most: its end decides what runs next
+    await poll(check, lambda w: setattr(ctx, "waiting_for", w), max_interval=1.0)
     return outcome
 
 
