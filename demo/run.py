@@ -31,13 +31,11 @@ from kubehelp import api_client, install_crd  # noqa: E402
 from kwokcluster import KwokCluster, bin_dir, missing_binaries  # noqa: E402
 from promhelp import PrometheusServer  # noqa: E402
 from realnode import (  # noqa: E402
-    BINARIES as NODE_BINARIES,
-)
-from realnode import (  # noqa: E402
     LABEL,
     TAINT,
     NodeError,
     RealNode,
+    missing_node_binaries,
     node_bin_dir,
     reap_orphans,
     unsupported_reason,
@@ -91,7 +89,7 @@ def start_real_node(api, cluster: KwokCluster | None) -> RealNode | None:
     reason = "the cluster in KUBECONFIG is not the demo's own" if cluster is None else None
     reason = reason or unsupported_reason()
     binaries = node_bin_dir()
-    missing = [b for b in NODE_BINARIES if not (binaries / b).exists()]
+    missing = missing_node_binaries(binaries)
     if not reason and missing:
         reason = f"its binaries are not built ({', '.join(missing)}): run `make cluster`"
     if reason:

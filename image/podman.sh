@@ -20,3 +20,11 @@ export CONTAINERS_REGISTRIES_CONF=/dev/null   # a short name never means a regis
 podman_cmd=(podman --root "$podman_dir/storage" --runroot "$podman_dir/run" --storage-driver overlay
             --tmpdir "$podman_dir/tmp")
 mkdir -p "$podman_dir/tmp"
+
+# A root filesystem tar packed as the image `name` (one Dockerfile-style --change, e.g. its
+# ENTRYPOINT) and saved as the OCI archive `archive`, moved into place whole.
+pack_image() {   # <rootfs.tar> <name> <change> <archive>
+    "${podman_cmd[@]}" import --quiet --change "$3" "$1" "$2" >/dev/null
+    "${podman_cmd[@]}" save --quiet --format oci-archive -o "$4.partial" "$2"
+    mv -f "$4.partial" "$4"
+}

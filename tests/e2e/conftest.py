@@ -45,11 +45,11 @@ from kwokcluster import (  # noqa: E402
     missing_binaries,
     reap_orphans,
 )
-from realnode import BINARIES as NODE_BINARIES  # noqa: E402
 from realnode import (  # noqa: E402
     NodeError,
     RealNode,
     daemon_image,
+    missing_node_binaries,
     node_bin_dir,
     unsupported_reason,
 )
@@ -136,14 +136,14 @@ def real_node(
     if reason:
         pytest.skip(f"real node: {reason}")
     binaries = node_bin_dir()
-    missing = [b for b in NODE_BINARIES if not (binaries / b).exists()]
+    missing = missing_node_binaries(binaries)
     if missing:
         pytest.fail(
             f"real-node binaries missing in {binaries}: {', '.join(missing)}; build them with "
             "`make cluster` (bash tests/e2e/node/build.sh)",
             pytrace=False,
         )
-    with k8s.ApiClient(_configuration(kubeconfig)) as api:
+    with kwok_cluster.api_client() as api:
         for workdir in reap_orphan_nodes(binaries, api):
             print(f"\n[e2e] stopped the real node {workdir} left behind by a killed session")
         node = RealNode(binaries, kwok_cluster.kubeconfig, api)
@@ -159,12 +159,6 @@ def real_node(
             yield node
         finally:
             node.stop()
-
-
-def _configuration(kubeconfig: str) -> k8s.Configuration:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return configuration
 
 
 @pytest.fixture(scope="session", autouse=True)

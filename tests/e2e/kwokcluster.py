@@ -88,12 +88,15 @@ def versions() -> dict[str, str]:
     return env_file(CLUSTER_DIR / "versions.env")
 
 
+def script_output(script: Path, flag: str) -> str:
+    """What a build script prints for one of its --print-* flags (a path, an image name)."""
+    out = subprocess.run(["bash", str(script), flag], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def script_bin_dir(script: Path) -> Path:
     """Where a build script puts (or has put) its binaries: `script --print-bin-dir`."""
-    out = subprocess.run(
-        ["bash", str(script), "--print-bin-dir"], check=True, capture_output=True, text=True
-    )
-    return Path(out.stdout.strip())
+    return Path(script_output(script, "--print-bin-dir"))
 
 
 def bin_dir() -> Path:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes import client as k8s
-from kwokcluster import env_file, free_ports, script_bin_dir
+from kwokcluster import env_file, free_ports, script_bin_dir, script_output
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 REPO = NODE_DIR.parents[2]
@@ -61,17 +61,14 @@ def node_bin_dir() -> Path:
     return script_bin_dir(NODE_DIR / "build.sh")
 
 
-def _script_output(script: str, flag: str) -> str:
-    out = subprocess.run(["bash", str(REPO / script), flag], check=True, capture_output=True)
-    return out.stdout.decode().strip()
+def missing_node_binaries(binaries: Path) -> list[str]:
+    return [b for b in BINARIES if not (binaries / b).exists()]
 
 
 def daemon_image() -> tuple[str, Path]:
     """The daemon's image (`make image`): its name and OCI archive."""
-    return (
-        _script_output("image/build.sh", "--print-name"),
-        Path(_script_output("image/build.sh", "--print-archive")),
-    )
+    script = REPO / "image" / "build.sh"
+    return script_output(script, "--print-name"), Path(script_output(script, "--print-archive"))
 
 
 def jobs_image() -> str:
@@ -109,6 +106,10 @@ class HostSnapshot:
     @classmethod
     def load(cls, path: Path) -> HostSnapshot:
         return cls(**{k: set(v) for k, v in json.loads(path.read_text()).items()})
+
+    def added_since(self, before: HostSnapshot) -> HostSnapshot:
+        """What this snapshot has that `before` had not, field by field."""
+        return HostSnapshot(**{k: v - getattr(before, k) for k, v in vars(self).items()})
 
     @classmethod
     def take(cls) -> HostSnapshot:
@@ -445,17 +446,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
                         break
                     time.sleep(0.2)
         self._terminate("containerd", grace=10)
-        left = HostSnapshot.take()
+        left = HostSnapshot.take().added_since(self.before)
         self.undone = {
-            "mounts": len(left.mounts - self.before.mounts),
-            "cgroups": len(left.cgroups - self.before.cgroups),
-            "chains": len(left.chains - self.before.chains),
+            "mounts": len(left.mounts),
+            "cgroups": len(left.cgroups),
+            "chains": len(left.chains),
             "processes": len(_processes_naming(self.workdir)),
         }
         _kill_naming(self.workdir)  # shims and anything else started from the node's folder
-        self._clean_cgroups()
+        self._clean_cgroups(left.cgroups)
         self._unmount_all()
-        self._remove_new_chains()
+        self._remove_new_chains(left.chains)
         self._remove_new_entries(SHIM_DIR, self.before.shim_entries)
         self._remove_new_entries(Path("/var/log/containers"), self.before.log_links)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -477,8 +478,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
             process.kill()
             process.wait(5)
 
-    def _clean_cgroups(self) -> None:
-        new = sorted(set(_cgroup_dirs()) - self.before.cgroups, key=len, reverse=True)
+    @staticmethod
+    def _clean_cgroups(cgroups: set[str]) -> None:
+        new = sorted(cgroups, key=len, reverse=True)
         for path in new:
             with contextlib.suppress(OSError):
                 for pid in Path(path, "cgroup.procs").read_text().split():
@@ -507,8 +509,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
             for point in sorted(points, key=len, reverse=True):
                 subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
-    def _remove_new_chains(self) -> None:
-        new = [c for c in _iptables_chains() if c not in self.before.chains]
+    @staticmethod
+    def _remove_new_chains(new: set[str]) -> None:
         for chain in new:  # references first: flush every new chain, then delete them
             tool, table, name = chain.split()
             subprocess.run([tool, "-t", table, "-F", name], capture_output=True, check=False)
@@ -543,13 +545,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 
     def host_changes(self) -> list[str]:
         """What still differs from the host before start(): empty when all was undone."""
-        now = HostSnapshot.take()
-        changes = []
-        changes += [f"mount {m}" for m in sorted(now.mounts - self.before.mounts)]
-        changes += [f"iptables chain {c}" for c in sorted(now.chains - self.before.chains)]
-        changes += [f"cgroup {c}" for c in sorted(now.cgroups - self.before.cgroups)]
-        changes += [f"file {f}" for f in sorted(now.shim_entries - self.before.shim_entries)]
-        changes += [f"file {f}" for f in sorted(now.log_links - self.before.log_links)]
+        new = HostSnapshot.take().added_since(self.before)
+        changes = [f"mount {m}" for m in sorted(new.mounts)]
+        changes += [f"iptables chain {c}" for c in sorted(new.chains)]
+        changes += [f"cgroup {c}" for c in sorted(new.cgroups)]
+        changes += [f"file {f}" for f in sorted(new.shim_entries | new.log_links)]
         changes += [f"process {p}" for p in _processes_naming(self.workdir)]
         changes += [f"process {p}" for p in _processes_of(self.bin)]
         if self.workdir.exists():

@@ -101,17 +101,18 @@ else
     log "all node binaries present in $bin_dir (nothing to build)"
 fi
 install -m 0755 "$here/cni/isolated" "$bin_dir/cni/isolated"   # a script: always the current one
-# The sandbox image: the pause binary alone, packed by podman as an OCI archive.
-if [ ! -s "$bin_dir/pause.oci.tar" ]; then
+# The node's own images, packed by podman as OCI archives.
+if [ ! -s "$bin_dir/pause.oci.tar" ] || [ ! -s "$bin_dir/jobs.oci.tar" ]; then
     bash "$root/image/debian-packages.sh" podman runc
     # shellcheck source=../../../image/podman.sh
     . "$root/image/podman.sh"
+fi
+# The sandbox image: the pause binary alone.
+if [ ! -s "$bin_dir/pause.oci.tar" ]; then
     pack="$(mktemp -d "$bin_dir/.pause.XXXXXX")"
     cp "$bin_dir/pause" "$pack/pause"
     tar -C "$pack" --owner=0 --group=0 --mtime=@0 -cf "$pack/rootfs.tar" pause
-    "${podman_cmd[@]}" import --quiet --change 'ENTRYPOINT ["/pause"]' "$pack/rootfs.tar" "$PAUSE_IMAGE" >/dev/null
-    "${podman_cmd[@]}" save --quiet --format oci-archive -o "$pack/pause.oci.tar" "$PAUSE_IMAGE"
-    mv -f "$pack/pause.oci.tar" "$bin_dir/pause.oci.tar"
+    pack_image "$pack/rootfs.tar" "$PAUSE_IMAGE" 'ENTRYPOINT ["/pause"]' "$bin_dir/pause.oci.tar"
     rm -rf "$pack"
     log "packed $PAUSE_IMAGE into $bin_dir/pause.oci.tar"
 fi
@@ -119,9 +120,6 @@ fi
 # links, nothing else: small, so that a container starts at once, and with a working resolver
 # (the static busybox crashes resolving a name: static glibc cannot load its NSS modules).
 if [ ! -s "$bin_dir/jobs.oci.tar" ]; then
-    bash "$root/image/debian-packages.sh" podman runc
-    # shellcheck source=../../../image/podman.sh
-    . "$root/image/podman.sh"
     pack="$(mktemp -d "$bin_dir/.jobs.XXXXXX")"
     (cd "$pack" && apt-get download -q busybox libc6 >/dev/null 2>&1) \
         || give_up "apt-get download busybox libc6 failed (is Debian's mirror reachable?)"
@@ -138,9 +136,7 @@ if [ ! -s "$bin_dir/jobs.oci.tar" ]; then
     printf 'hosts: files dns\n' > "$pack/rootfs/etc/nsswitch.conf"
     chmod 1777 "$pack/rootfs/tmp"
     tar -C "$pack/rootfs" --owner=0 --group=0 --mtime=@0 --sort=name -cf "$pack/rootfs.tar" .
-    "${podman_cmd[@]}" import --quiet --change 'CMD ["/bin/sh"]' "$pack/rootfs.tar" "$JOBS_IMAGE" >/dev/null
-    "${podman_cmd[@]}" save --quiet --format oci-archive -o "$pack/jobs.oci.tar" "$JOBS_IMAGE"
-    mv -f "$pack/jobs.oci.tar" "$bin_dir/jobs.oci.tar"
+    pack_image "$pack/rootfs.tar" "$JOBS_IMAGE" 'CMD ["/bin/sh"]' "$bin_dir/jobs.oci.tar"
     rm -rf "$pack"
     log "packed $JOBS_IMAGE into $bin_dir/jobs.oci.tar"
 fi
