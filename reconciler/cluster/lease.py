@@ -17,6 +17,10 @@ from reconciler.kube.paths import ns_path
 
 log = logging.getLogger(__name__)
 FENCE_MARGIN = 3.0  # seconds before the lease could expire that writes stop
+DEFAULT_DURATION = 15.0  # client-go's default lease duration
+RETRY = 2.0  # seconds between renewals (client-go's retry period)
+# Shorter, a leader would fence its own writes between two renewals.
+MIN_DURATION = FENCE_MARGIN + 2 * RETRY
 
 
 def _now() -> str:
@@ -37,8 +41,8 @@ class LeaderElector:
         namespace: str,
         name: str,
         identity: str,
-        duration: float = 15.0,
-        retry: float = 2.0,
+        duration: float = DEFAULT_DURATION,
+        retry: float = RETRY,
     ) -> None:
         self.kube = kube
         self.namespace = namespace

@@ -13,10 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import DEFAULT_NAMESPACE
+from reconciler.cluster.lease import DEFAULT_DURATION, FENCE_MARGIN, MIN_DURATION, RETRY
 from reconciler.gitops.credentials import Credentials
 from reconciler.gitops.git import AUTHOR_EMAIL, AUTHOR_NAME, GIT_TIMEOUT
 from reconciler.kube.origin import process_identity
 from reconciler.manifest.policy import Policy
+
+
+def lease_seconds(text: str) -> float:
+    """--lease-duration: seconds, long enough for a renewal to land before writes fence."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < MIN_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_DURATION:g}: writes stop {FENCE_MARGIN:g}s before an"
+            f" unrenewed lease could expire, and it is renewed every {RETRY:g}s"
+        )
+    return value
 
 
 def history(text: str) -> int | None:
@@ -82,6 +97,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("lease_name", "reconciler", "name of the Lease"),
     Setting(
+        "lease_duration",
+        DEFAULT_DURATION,
+        "seconds a leader's Lease lasts unrenewed: a standby takes over this long after the"
+        " leader stops renewing",
+        lease_seconds,
+    ),
+    Setting(
         "capture_namespace",
         DEFAULT_NAMESPACE,
         "where captured Secret values are kept",
@@ -138,6 +160,7 @@ class DaemonConfig:
     leader_elect: bool = _default("leader_elect")
     lease_namespace: str = _default("lease_namespace")
     lease_name: str = _default("lease_name")
+    lease_duration: float = _default("lease_duration")
     identity: str = field(default_factory=process_identity)
     capture_namespace: str = _default("capture_namespace")
     once: bool = _default("once")

@@ -171,7 +171,11 @@ class Daemon:
     async def _become_leader(self) -> None:
         await ensure_namespace(self.kube, self.config.lease_namespace)
         elector = self.elector = LeaderElector(
-            self.kube, self.config.lease_namespace, self.config.lease_name, self.config.identity
+            self.kube,
+            self.config.lease_namespace,
+            self.config.lease_name,
+            self.config.identity,
+            duration=self.config.lease_duration,
         )
         # never restarted: a crash ends leadership (its `lost`), and with it the process
         self.supervisor.start("leader-elector", elector.run, restart=False, may_return=True)

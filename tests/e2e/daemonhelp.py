@@ -270,8 +270,11 @@ def webhook_daemon(remote: Remote, tmp_path: Path, kubeconfig: str, secret: byte
 def leader_and_standby(
     remote: Remote, tmp_path: Path, kubeconfig: str, lease_namespace: str
 ) -> tuple[Daemon, Daemon]:
-    """Two daemons with --leader-elect on one Lease: `a` started first (it leads), then `b`."""
+    """Two daemons with --leader-elect on one Lease: `a` started first (it leads), then `b`.
+    An 8 s lease (15 s by default): `b` takes over sooner; `a`, renewing every 2 s, fences
+    its writes only when 5 s pass without a renewal."""
     ha = ("--interval", "2", "--leader-elect", "--lease-namespace", lease_namespace)
+    ha += ("--lease-duration", "8")
     a = Daemon(str(remote.bare), tmp_path / "a", kubeconfig, *ha, name="a").start()
     b = Daemon(str(remote.bare), tmp_path / "b", kubeconfig, *ha, name="b")
     return a, b.start(wait_ready=False)

@@ -3,7 +3,7 @@ image), deploy/ applied server-side through a test overlay, the in-cluster confi
 mounted token and CA), deploy/'s RBAC, a read-only root filesystem and the non-root user,
 all proven by use. The overlay changes only what these machines need: hostNetwork on the real
 node and the API server at 127.0.0.1 (no pod network, no ClusterIP traffic), one replica, the
-locally built image, a git remote served on 127.0.0.1 and a short poll interval.
+locally built image, a git remote served on 127.0.0.1, a short poll interval and lease.
 
 Killed mid-run, the Deployment's replacement resumes the run: each step's container runs
 once, and the run's record commit comes from the new pod."""
@@ -94,6 +94,7 @@ def overlay(tmp_path: Path, repo_url: str, api_port: int, listen_port: int) -> P
                                 f"--listen=127.0.0.1:{listen_port}",
                                 "--workdir=/work",
                                 "--leader-elect",
+                                "--lease-duration=7",  # the replacement takes over sooner
                                 "--interval=1",
                                 "--webhook-secret-file=/etc/reconciler/git/webhook-secret",
                             ],
@@ -207,6 +208,11 @@ def test_the_daemon_runs_as_the_deploy_pod_and_its_replacement_resumes_a_run(
         assert spec.security_context.read_only_root_filesystem is True
         assert first.spec.security_context.run_as_user == 10001
         assert first.status.container_statuses[0].restart_count == 0
+        lease = k8s.CoordinationV1Api(api).read_namespaced_lease("reconciler", SYSTEM).spec
+        assert (lease.holder_identity, lease.lease_duration_seconds) == (
+            f"{first.metadata.name}-1",
+            7,
+        )
 
         remote.write("workflows/chain.yaml", chain(namespace, 2))
         remote.commit_all("a chain of three real Jobs")

@@ -156,3 +156,13 @@ def test_a_bad_value_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixt
         parse(["--repo", "r", "--execution-history", "few"], {})
     assert exit_.value.code == 2
     assert "--execution-history: expected a number or 'all'" in capsys.readouterr().err
+
+
+def test_a_lease_too_short_to_renew_before_writes_fence_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parse(["--repo", "r", "--lease-duration", "7"], {}).lease_duration == 7.0
+    with pytest.raises(SystemExit) as exit_:
+        parse(["--repo", "r", "--lease-duration", "5"], {})
+    assert exit_.value.code == 2
+    assert "--lease-duration: must be at least 7" in capsys.readouterr().err
