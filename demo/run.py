@@ -101,11 +101,12 @@ def start_real_node(api, cluster: KwokCluster | None) -> RealNode | None:
     node = RealNode(binaries, cluster.kubeconfig, api)
     say("starting a real node (kubelet, containerd, runc) beside the kwok nodes")
     try:
-        node.start([])
+        took = node.start([])
     except NodeError as err:
         node.stop()
         say(f"no real node: it did not start ({str(err).splitlines()[0]})")
         return None
+    print(f"   real node {node.name} Ready in {took:.1f}s")
     return node
 
 

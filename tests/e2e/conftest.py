@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 
@@ -116,8 +117,11 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
             pytest.exit("the e2e control plane did not become ready (details above)", returncode=1)
         os.environ["RECONCILER_E2E_AUDIT_LOG"] = str(cluster.audit_log)
         _onboard_nodes(str(cluster.kubeconfig))
+        if any("real_node" in item.fixturenames for item in request.session.items):
+            _NODE.start_early(cluster)
         yield str(cluster.kubeconfig)
     finally:
+        _NODE.stop()
         cluster.delete()
 
 
@@ -125,8 +129,9 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[str]:
 def real_node(
     request: pytest.FixtureRequest, kubeconfig: str, kwok_cluster: KwokCluster | None
 ) -> Iterator[RealNode]:
-    """A real kubelet + containerd node beside the kwok nodes (tests/e2e/realnode.py), started
-    the first time a test asks for it, with the Job image and the daemon's image loaded."""
+    """A real kubelet + containerd node beside the kwok nodes (tests/e2e/realnode.py), with
+    the Job image and the daemon's image loaded: started in the background once the control
+    plane is up when a collected test needs it (_NodeStarter), else when a test asks."""
     if kwok_cluster is None:
         pytest.skip(
             f"real node: joins the suite's own control plane only; with {USE_KUBECONFIG}=1 "
@@ -135,30 +140,77 @@ def real_node(
     reason = unsupported_reason()
     if reason:
         pytest.skip(f"real node: {reason}")
-    binaries = node_bin_dir()
-    missing = missing_node_binaries(binaries)
+    missing = missing_node_binaries(node_bin_dir())
     if missing:
         pytest.fail(
-            f"real-node binaries missing in {binaries}: {', '.join(missing)}; build them with "
-            "`make cluster` (bash tests/e2e/node/build.sh)",
+            f"real-node binaries missing in {node_bin_dir()}: {', '.join(missing)}; build them"
+            " with `make cluster` (bash tests/e2e/node/build.sh)",
             pytrace=False,
         )
-    with kwok_cluster.api_client() as api:
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        node, failure = _NODE.wait(kwok_cluster)
+    if failure is not None:
+        pytest.fail(f"the real node did not start: {failure}", pytrace=False)
+    assert node is not None
+    try:
+        yield node
+    finally:
+        _NODE.stop()
+
+
+class _NodeStarter:
+    """The session's real node, started in a thread as soon as the control plane is up when
+    a collected test needs it: its 5-13 s (containerd, the image imports, the kubelet
+    registering) overlap the tests before the first one that uses it."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="real-node")
+        self._started: Future[tuple[RealNode | None, str | None, list[str]]] | None = None
+
+    def start_early(self, cluster: KwokCluster) -> None:
+        if (
+            self._started is None
+            and unsupported_reason() is None
+            and not missing_node_binaries(node_bin_dir())
+        ):
+            self._started = self._pool.submit(self._start, cluster)
+
+    def wait(self, cluster: KwokCluster) -> tuple[RealNode | None, str | None]:
+        if self._started is None:
+            self._started = self._pool.submit(self._start, cluster)
+        node, failure, said = self._started.result()
+        for line in said:  # printed here: a thread's output would land in a test's capture
+            print(line)
+        said.clear()
+        return node, failure
+
+    @staticmethod
+    def _start(cluster: KwokCluster) -> tuple[RealNode | None, str | None, list[str]]:
+        binaries = node_bin_dir()
+        said: list[str] = []
+        api = cluster.api_client()
         for workdir in reap_orphan_nodes(binaries, api):
-            print(f"\n[e2e] stopped the real node {workdir} left behind by a killed session")
-        node = RealNode(binaries, kwok_cluster.kubeconfig, api)
+            said.append(f"\n[e2e] stopped the real node {workdir} left behind by a killed session")
+        node = RealNode(binaries, cluster.kubeconfig, api)
         atexit.register(node.stop)
-        capture = request.config.pluginmanager.getplugin("capturemanager")
         try:
-            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-                node.start([daemon_image()])
-        except NodeError as err:
+            ready_in = node.start([daemon_image()])
+        except Exception as err:  # NodeError, or the API server failing it (a thread's end)
             node.stop()
-            pytest.fail(f"the real node did not start: {err}", pytrace=False)
-        try:
-            yield node
-        finally:
-            node.stop()
+            return None, str(err) if isinstance(err, NodeError) else repr(err), said
+        said.append(f"\n[e2e] real node {node.name} Ready in {ready_in:.1f}s")
+        return node, None, said
+
+    def stop(self) -> None:
+        """Stop the node (idempotent), also one started early that no test took."""
+        if self._started is not None:
+            node, _failure, _said = self._started.result()
+            if node is not None:
+                node.stop()
+
+
+_NODE = _NodeStarter()
 
 
 @pytest.fixture(scope="session", autouse=True)

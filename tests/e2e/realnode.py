@@ -205,9 +205,9 @@ class RealNode:
         return self.workdir / "logs" / f"{component}.log"
 
     # --- start -------------------------------------------------------------------------------
-    def start(self, images: list[tuple[str, Path]], timeout: float = 120) -> None:
+    def start(self, images: list[tuple[str, Path]], timeout: float = 120) -> float:
         """Start containerd, load `images` (name, OCI archive), start the kubelet and wait until
-        the node is Ready, labelled and tainted."""
+        the node is Ready, labelled and tainted; returns the seconds that took."""
         started = time.monotonic()
         self.before = HostSnapshot.take()
         self.up = True
@@ -253,7 +253,7 @@ class RealNode:
         )
         self._wait(self._ready, f"node {self.name} to be Ready", started + timeout)
         self._set_address()
-        print(f"\n[e2e] real node {self.name} Ready in {time.monotonic() - started:.1f}s")
+        return time.monotonic() - started
 
     def _spawn(self, component: str, argv: list[str]) -> None:
         log = open(self.log_file(component), "ab")  # noqa: SIM115 - the child keeps it
