@@ -1,12 +1,16 @@
 """Command line: a thin shell over the same functions the daemon uses; one module per
 command under commands/.
 
-Exit codes: 0 success, 1 invalid input or a failed run, 2 usage error (argparse's own).
+Exit codes: 0 success, 1 invalid input or a failed run, 2 usage error (argparse's own),
+70 a bug (an exception nothing expected: one line, never a traceback unless
+RECONCILER_DEBUG=1), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
@@ -29,4 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug: one line, and the traceback only when asked for
+        if os.environ.get("RECONCILER_DEBUG") == "1":
+            raise
+        print(
+            f"reconciler {args.command}: internal error: {type(err).__name__}: {err}\n"
+            "This is a bug in reconciler; please report it with the command you ran"
+            " (RECONCILER_DEBUG=1 shows the traceback).",
+            file=sys.stderr,
+        )
+        return 70  # EX_SOFTWARE

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler import DEFAULT_NAMESPACE
+from reconciler.daemon.flagvalues import seconds
+from reconciler.manifest.durations import format_duration
 from reconciler.manifest.loader import LoadResult
 from reconciler.manifest.policy import DEFAULT_PROTECTED, Policy
 from reconciler.manifest.policy_file import PolicyError
+
+if TYPE_CHECKING:
+    from reconciler.kube.client import Kube
+
+
+API_TIMEOUT = 10.0  # seconds an interactive command waits for an API server that is down
 
 
 class Subcommands(Protocol):
@@ -21,34 +30,52 @@ class Subcommands(Protocol):
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
+def workflow_path(text: str) -> Path:
+    """A PATH argument: a file or folder that exists, else a usage error (exit 2)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def own_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> str:
+    """The daemon's namespace (its Lease, capture Secrets and cluster account): protected
+    for every command alike, so `validate` is never greener than the daemon."""
+    return (
+        getattr(args, "capture_namespace", None)
+        or environ.get("RECONCILER_NAMESPACE")
+        or DEFAULT_NAMESPACE
+    )
+
+
 def policy_of(args: argparse.Namespace) -> Policy:
     """The policy the flags name; a policy file that cannot be used ends the command with
-    its one message (exit 1), never a traceback."""
-    protected = [n.strip() for n in (args.protected_namespaces or "").split(",") if n.strip()]
-    home = getattr(args, "capture_namespace", None) or DEFAULT_NAMESPACE
+    its one message (exit 1), never a traceback. --protected-namespaces adds to the
+    defaults and the daemon's own namespace; it never removes one."""
+    extra = [n.strip() for n in (args.protected_namespaces or "").split(",") if n.strip()]
+    home = own_namespace(args)
+    protected = [*DEFAULT_PROTECTED, home, *extra]
     try:
         return Policy.load(protected, args.policy, home)
     except PolicyError as err:
         raise SystemExit(f"reconciler: {err}") from err
 
 
-def add_policy_flags(
-    p: argparse.ArgumentParser,
-    own_namespace: str | None = None,
-    environ: Mapping[str, str] = os.environ,
-) -> None:
-    default = ",".join([*DEFAULT_PROTECTED, *([own_namespace] if own_namespace else [])])
+def add_policy_flags(p: argparse.ArgumentParser, environ: Mapping[str, str] = os.environ) -> None:
     p.add_argument(
         "--protected-namespaces",
-        default=environ.get("RECONCILER_PROTECTED_NAMESPACES", default),
+        default=environ.get("RECONCILER_PROTECTED_NAMESPACES", ""),
         metavar="NS,NS",
-        help=f"no step may act on these (default: {default}) [RECONCILER_PROTECTED_NAMESPACES]",
+        help="more namespaces no step may act on, besides "
+        + ", ".join(DEFAULT_PROTECTED)
+        + " and the daemon's own (--capture-namespace or RECONCILER_NAMESPACE, default "
+        + f"{DEFAULT_NAMESPACE}) [RECONCILER_PROTECTED_NAMESPACES]",
     )
     p.add_argument(
         "--policy",
         type=Path,
         default=environ.get("RECONCILER_POLICY"),
-        help="YAML file of allowed actions per namespace (see docs/security.md)"
+        help="YAML file of what workflows may do per namespace (docs/policy.md)"
         " [RECONCILER_POLICY]",
     )
 
@@ -58,12 +85,46 @@ def add_cluster_flags(p: argparse.ArgumentParser, capture_namespace: bool = True
         "--kubeconfig", help="default: in-cluster config, then $KUBECONFIG or ~/.kube/config"
     )
     p.add_argument("--context", help="kubeconfig context")
+    p.add_argument(
+        "--api-timeout",
+        type=seconds,
+        default=API_TIMEOUT,
+        metavar="DURATION",
+        help="how long to keep trying an API server that does not answer before giving up"
+        f" (default: {format_duration(API_TIMEOUT)}; the daemon rides out outages instead)",
+    )
     if capture_namespace:
         p.add_argument(
             "--capture-namespace",
-            default=DEFAULT_NAMESPACE,
+            default=os.environ.get("RECONCILER_NAMESPACE", DEFAULT_NAMESPACE),
             help=f"where captured Secret values are kept (default: {DEFAULT_NAMESPACE})",
         )
+
+
+def connect(args: argparse.Namespace, *, dry_run: bool = False) -> Kube:
+    """The cluster the flags name, answering; else the command ends with one message that
+    names the kubeconfig or the server and the cause (exit 1), within --api-timeout."""
+    from reconciler.kube.client import Kube
+    from reconciler.kube.errors import KubeError
+    from reconciler.kube.kubeconfig import KubeconfigError, load_api_client
+
+    try:
+        api = load_api_client(args.kubeconfig, args.context)
+    except KubeconfigError as err:
+        raise SystemExit(f"reconciler: {err}") from None
+    kube = Kube(
+        api,
+        dry_run=dry_run,
+        capture_namespace=getattr(args, "capture_namespace", None) or DEFAULT_NAMESPACE,
+        outage_budget=args.api_timeout,
+        interactive=True,
+    )
+    try:
+        asyncio.run(kube.get("the API server's /version", "/version"))
+    except KubeError as err:
+        api.close()
+        raise SystemExit(f"reconciler: {err}") from None
+    return kube
 
 
 def print_issues(result: LoadResult) -> None:

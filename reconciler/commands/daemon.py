@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 
-from reconciler import DEFAULT_NAMESPACE
 from reconciler.commands.common import Subcommands, add_policy_flags, policy_of
-from reconciler.daemon.config import add_arguments, config_problems, from_arguments
+from reconciler.daemon.config import (
+    add_arguments,
+    bad_variables,
+    config_problems,
+    from_arguments,
+)
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -21,18 +25,7 @@ def register(sub: Subcommands) -> None:
     add_arguments(p, env)
     p.add_argument("--kubeconfig")
     p.add_argument("--context")
-    p.add_argument(
-        "--log-format",
-        choices=("json", "text"),
-        default=env.get("RECONCILER_LOG_FORMAT", "json"),
-        help="[RECONCILER_LOG_FORMAT]",
-    )
-    p.add_argument(
-        "--log-level",
-        default=env.get("RECONCILER_LOG_LEVEL", "INFO"),
-        help="[RECONCILER_LOG_LEVEL]",
-    )
-    add_policy_flags(p, env.get("RECONCILER_NAMESPACE", DEFAULT_NAMESPACE))
+    add_policy_flags(p)
     p.set_defaults(func=main)
 
 
@@ -41,9 +34,15 @@ def main(args: argparse.Namespace) -> int:
 
     from reconciler.daemon.daemon import Daemon
     from reconciler.gitops.signatures import OwnKeyError, own_signers_file
-    from reconciler.kube.client import Kube, load_api_client
+    from reconciler.kube.client import Kube
+    from reconciler.kube.kubeconfig import KubeconfigError, load_api_client
     from reconciler.observability import logs
 
+    refused = bad_variables(args)
+    for bad in refused:
+        print(f"reconciler daemon: {bad}", file=sys.stderr)
+    if refused:
+        return 2
     logs.setup(args.log_format, args.log_level)
     if args.verify_signatures == "ssh" and args.allowed_signers is None:
         print("--verify-signatures=ssh needs --allowed-signers FILE", file=sys.stderr)
@@ -60,9 +59,12 @@ def main(args: argparse.Namespace) -> int:
         except OwnKeyError as err:
             print(err, file=sys.stderr)
             return 2
-    kube = Kube(
-        load_api_client(args.kubeconfig, args.context), capture_namespace=config.capture_namespace
-    )
+    try:
+        api = load_api_client(args.kubeconfig, args.context)
+    except KubeconfigError as err:
+        print(f"reconciler daemon: {err}", file=sys.stderr)
+        return 1
+    kube = Kube(api, capture_namespace=config.capture_namespace)
     try:
         return asyncio.run(Daemon(config, kube).run())
     except KeyboardInterrupt:

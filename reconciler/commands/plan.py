@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from reconciler.commands.common import (
     Subcommands,
     add_cluster_flags,
     add_policy_flags,
     add_prometheus_flag,
+    connect,
     policy_of,
     print_issues,
+    workflow_path,
 )
 from reconciler.engine.plan import plan_workflow, render_text
 from reconciler.manifest.loader import LoadedWorkflow, load_paths
@@ -21,7 +22,7 @@ from reconciler.manifest.loader import LoadedWorkflow, load_paths
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("plan", help="show run ids, levels, start order and critical path")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="+", type=workflow_path, metavar="PATH")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument(
         "--server-dry-run",
@@ -41,9 +42,8 @@ def main(args: argparse.Namespace) -> int:
     if args.server_dry_run:
         from reconciler.actions.dryrun import server_dry_run
         from reconciler.checks.measure import ClusterChecks, prometheus_for
-        from reconciler.kube.client import Kube, load_api_client
 
-        kube = Kube(load_api_client(args.kubeconfig, args.context), dry_run=True)
+        kube = connect(args, dry_run=True)
 
         async def checks_for(loaded: LoadedWorkflow) -> ClusterChecks:
             source = await prometheus_for(

@@ -8,8 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reconciler import DEFAULT_NAMESPACE
-from reconciler.commands.common import Subcommands, add_cluster_flags, add_policy_flags, policy_of
+from reconciler.commands.common import (
+    Subcommands,
+    add_cluster_flags,
+    add_policy_flags,
+    connect,
+    policy_of,
+)
 from reconciler.daemon.config import BY_NAME
 
 
@@ -22,7 +27,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--branch", default=BY_NAME["branch"].default)
     p.add_argument("--records-path", default=BY_NAME["records_path"].default)
     add_cluster_flags(p)
-    add_policy_flags(p, DEFAULT_NAMESPACE)
+    add_policy_flags(p)
     p.set_defaults(func=main)
 
 
@@ -30,17 +35,15 @@ def main(args: argparse.Namespace) -> int:
     from reconciler.cluster.rollback import rollback_run
     from reconciler.engine.errors import ActionError
     from reconciler.gitops.git import GitError, GitRepo
-    from reconciler.kube.client import Kube, load_api_client
     from reconciler.kube.errors import KubeError
 
-    kube = Kube(
-        load_api_client(args.kubeconfig, args.context), capture_namespace=args.capture_namespace
-    )
+    policy = policy_of(args)
+    kube = connect(args)
     with tempfile.TemporaryDirectory(prefix="reconciler-rollback-") as tmp:
         git = GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch) if args.repo else None
         try:
             record = asyncio.run(
-                rollback_run(kube, args.run_id, git, args.records_path, policy_of(args))
+                rollback_run(kube, args.run_id, git, args.records_path, policy)
             )
         except (ActionError, KubeError, GitError) as err:
             print(f"rollback of {args.run_id}: {err}", file=sys.stderr)

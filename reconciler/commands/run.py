@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from reconciler import DEFAULT_NAMESPACE
 from reconciler.cluster.keys import execution_key
 from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.cluster.run import AlreadyRun, run_in_cluster
@@ -17,13 +15,16 @@ from reconciler.commands.common import (
     add_cluster_flags,
     add_policy_flags,
     add_prometheus_flag,
+    connect,
     policy_of,
     print_issues,
+    workflow_path,
 )
+from reconciler.daemon.flagvalues import count
 from reconciler.engine.errors import ActionError
 from reconciler.engine.record import RunPhase
 from reconciler.engine.runner import Engine
-from reconciler.kube.client import Kube, load_api_client
+from reconciler.kube.client import Kube
 from reconciler.kube.errors import KubeError, NotFound
 from reconciler.manifest.loader import LoadedWorkflow, load_paths
 from reconciler.manifest.policy import Policy
@@ -83,15 +84,12 @@ async def _run_all(
 
 def run_once(
     workflows: list[LoadedWorkflow],
+    kube: Kube,
     *,
-    kubeconfig: str | None,
-    context: str | None,
     global_limit: int | None,
-    capture_namespace: str,
     policy: Policy,
     prometheus_url: str | None = None,
 ) -> int:
-    kube = Kube(load_api_client(kubeconfig, context), capture_namespace=capture_namespace)
     try:
         return asyncio.run(_run_all(workflows, kube, global_limit, policy, prometheus_url))
     finally:
@@ -100,7 +98,7 @@ def run_once(
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("run", help="run workflow files against the cluster now, then exit")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="+", type=workflow_path, metavar="PATH")
     p.add_argument(
         "--once",
         action="store_true",
@@ -109,13 +107,13 @@ def register(sub: Subcommands) -> None:
     add_cluster_flags(p)
     p.add_argument(
         "--max-concurrent-steps",
-        type=int,
+        type=count,
         default=None,
         metavar="N",
         help="global limit on steps running at once across all workflows",
     )
     add_prometheus_flag(p, "Prometheus that checks query unless a workflow names its own")
-    add_policy_flags(p, DEFAULT_NAMESPACE)
+    add_policy_flags(p)
     p.set_defaults(func=main)
 
 
@@ -128,10 +126,8 @@ def main(args: argparse.Namespace) -> int:
         return 1
     return run_once(
         result.workflows,
-        kubeconfig=args.kubeconfig,
-        context=args.context,
+        connect(args),
         global_limit=args.max_concurrent_steps,
-        capture_namespace=args.capture_namespace,
         policy=policy,
         prometheus_url=args.prometheus_url,
     )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from reconciler.commands.common import Subcommands, add_policy_flags, policy_of, print_issues
+from reconciler.commands.common import (
+    Subcommands,
+    add_policy_flags,
+    policy_of,
+    print_issues,
+    workflow_path,
+)
 from reconciler.manifest.loader import load_paths
 
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("validate", help="check workflow files; errors as path:line:col")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="+", type=workflow_path, metavar="PATH")
     add_policy_flags(p)
     p.set_defaults(func=main)
 

@@ -13,40 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import DEFAULT_NAMESPACE
-from reconciler.cluster.lease import DEFAULT_DURATION, FENCE_MARGIN, MIN_DURATION, RETRY
+from reconciler.cluster.lease import DEFAULT_DURATION
+from reconciler.daemon.flagvalues import (
+    BadVariable,
+    count,
+    history,
+    lease_seconds,
+    seconds,
+    switch,
+)
 from reconciler.gitops.credentials import Credentials
 from reconciler.gitops.git import AUTHOR_EMAIL, AUTHOR_NAME, GIT_TIMEOUT
 from reconciler.kube.origin import process_identity
+from reconciler.manifest.durations import format_duration
 from reconciler.manifest.policy import Policy
 
-
-def lease_seconds(text: str) -> float:
-    """--lease-duration: seconds, long enough for a renewal to land before writes fence."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < MIN_DURATION:
-        raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_DURATION:g}: writes stop {FENCE_MARGIN:g}s before an"
-            f" unrenewed lease could expire, and it is renewed every {RETRY:g}s"
-        )
-    return value
-
-
-def history(text: str) -> int | None:
-    """--execution-history: a count, or 'all'."""
-    if text == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
+LOGS = ("json", "text")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 @dataclass(frozen=True)
 class Setting:
     name: str  # the DaemonConfig field (a flag and variable are derived from it)
@@ -73,9 +56,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("path", "workflows/", "the folder of workflow manifests"),
     Setting("records_path", "runs/", "where run records are committed"),
     Setting("workdir", Path(".reconciler"), "the git mirror and record spool", Path),
-    Setting("interval", 30.0, "seconds between remote checks (±10%% jitter)", float),
-    Setting("max_concurrent_workflows", 4, "runs at once", int, metavar="N"),
-    Setting("max_concurrent_steps", None, "global limit on steps at once", int, metavar="N"),
+    Setting(
+        "interval",
+        30.0,
+        "time between remote checks, e.g. 30s, 1m (±10%% jitter)",
+        seconds,
+        metavar="DURATION",
+    ),
+    Setting("max_concurrent_workflows", 4, "runs at once", count, metavar="N"),
+    Setting("max_concurrent_steps", None, "global limit on steps at once", count, metavar="N"),
     Setting("listen", "127.0.0.1:8080", "address of /metrics, /healthz, /readyz, /webhook"),
     Setting("webhook_secret_file", None, "shared secret of signed webhooks", Path),
     Setting("ssh_key", None, "SSH key file for the remote", Path),
@@ -99,9 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "lease_duration",
         DEFAULT_DURATION,
-        "seconds a leader's Lease lasts unrenewed: a standby takes over this long after the"
+        "how long a leader's Lease lasts unrenewed: a standby takes over this long after the"
         " leader stops renewing",
         lease_seconds,
+        metavar="DURATION",
     ),
     Setting(
         "capture_namespace",
@@ -125,7 +115,17 @@ SETTINGS: tuple[Setting, ...] = (
         "branches to plan (validate + server dry-run, committed to the branch), never run",
         metavar="GLOB",
     ),
-    Setting("git_timeout", GIT_TIMEOUT, "seconds a git command may take (a hung remote)", float),
+    Setting(
+        "git_timeout",
+        GIT_TIMEOUT,
+        "the longest a git command may take, e.g. 2m (a hung remote)",
+        seconds,
+        metavar="DURATION",
+    ),
+    Setting(
+        "log_format", "json", "json: one JSON object per line; text: for people", choices=LOGS
+    ),
+    Setting("log_level", "INFO", "the least severe messages logged", str.upper, choices=LEVELS),
     Setting(
         "prometheus_url",
         None,
@@ -202,18 +202,41 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
         value = environ.get(s.variable)
         help_text = f"{s.help} [{s.variable}]"
         if s.switch:
-            parser.add_argument(s.flag, action="store_true", default=value == "1", help=help_text)
+            parser.add_argument(
+                s.flag, action="store_true", default=switch(s.variable, value), help=help_text
+            )
             continue
-        default = s.default if value is None else s.parse(value)
         parser.add_argument(
             s.flag,
             type=s.parse,
-            default=default,
+            default=s.default if value is None else _from_variable(s, value),
             required=s.default is None and s.name == "repo" and value is None,
             choices=s.choices,
             metavar=s.metavar,
-            help=help_text + ("" if s.default is None else f" (default: {s.default})"),
+            help=help_text + ("" if s.default is None else f" (default: {shown(s)})"),
         )
+
+
+def shown(s: Setting) -> str:
+    """A default as a user would write it: 30s, not 30.0."""
+    if s.parse in (seconds, lease_seconds):
+        return format_duration(s.default)
+    return str(s.default)
+
+
+def _from_variable(s: Setting, value: str) -> Any:
+    try:
+        parsed = s.parse(value)
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        return BadVariable(s.variable, value, str(err))
+    if s.choices and parsed not in s.choices:
+        return BadVariable(s.variable, value, f"expected one of {', '.join(s.choices)}")
+    return parsed
+
+
+def bad_variables(args: argparse.Namespace) -> list[BadVariable]:
+    """The refused environment variables whose flags were not given instead."""
+    return [v for v in vars(args).values() if isinstance(v, BadVariable)]
 
 
 def from_arguments(args: argparse.Namespace, policy: Policy) -> DaemonConfig:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
 
 from reconciler import DEFAULT_NAMESPACE
@@ -38,28 +37,8 @@ REQUEST_TIMEOUT = (5, 30)  # connect, read: no call may hang on a frozen API ser
 WRITES_DONE: contextvars.ContextVar[int] = contextvars.ContextVar("writes_done", default=0)
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 LIST_PAGE = 500
-API_CONNECTIONS = 32  # at most this many open to the API server at rest
 OUTAGE_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=5.0)
 RESTART_GRACE = 30.0  # seconds after an outage in which a 403 may be the restart's
-
-
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
-    """In-cluster config when running as a Pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
-    configuration = k8s.Configuration()
-    # Keep-alive connections to the API server, shared by every step and checkpoint write.
-    # The client's default (5 per CPU) is below the number of requests in flight under
-    # load, and each request beyond the pool opens and then throws away a TLS connection.
-    configuration.connection_pool_maxsize = API_CONNECTIONS
-    if kubeconfig is None and context is None:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-            return k8s.ApiClient(configuration)
-        except k8s_config.ConfigException:
-            pass
-    k8s_config.load_kube_config(
-        config_file=kubeconfig, context=context, client_configuration=configuration
-    )
-    return k8s.ApiClient(configuration)
 
 
 @dataclass
@@ -87,6 +66,10 @@ class Kube:
     # leader frozen past its lease (a stalled node, a stopped process) writes nothing
     # once it thaws, before it has even noticed that another replica leads.
     fence: Callable[[], str | None] | None = field(default=None, repr=False)
+    # A command run by a person (not the daemon) gives up for good once one call has spent
+    # the outage budget: every later call fails at once, so the command ends in bounded time.
+    interactive: bool = False
+    gave_up: Unreachable | None = field(default=None, repr=False)
     _down: bool = field(default=False, repr=False)  # the last answer was "unreachable"
     _back_at: float | None = field(default=None, repr=False)  # when it answered again
 
@@ -102,7 +85,13 @@ class Kube:
 
     def dry(self) -> Kube:
         """A client on the same connection whose every write is dryRun=All."""
-        return Kube(self.api, dry_run=True, capture_namespace=self.capture_namespace)
+        return Kube(
+            self.api,
+            dry_run=True,
+            capture_namespace=self.capture_namespace,
+            outage_budget=self.outage_budget,
+            interactive=self.interactive,
+        )
 
     async def call(self, what: str, fn: Callable[[], T], *, fenced: bool = False) -> T:
         """Run a blocking client call in a worker thread; raise its typed error. While the
@@ -126,13 +115,27 @@ class Kube:
         def note(_: int, err: Exception, delay: float) -> None:
             log.warning("API server not answering yet (%s); retrying in %.1fs", err, delay)
 
-        return await attempt(
-            once,
-            retryable=lambda err: isinstance(err, Unreachable) or self._just_back(err),
-            backoff=OUTAGE_BACKOFF,
-            deadline=self.outage_budget,
-            on_retry=note,
-        )
+        if self.gave_up is not None:
+            raise self.gave_up
+        try:
+            return await attempt(
+                once,
+                retryable=lambda err: isinstance(err, Unreachable) or self._just_back(err),
+                backoff=OUTAGE_BACKOFF,
+                deadline=self.outage_budget,
+                on_retry=note,
+            )
+        except Unreachable as err:
+            if not self.interactive:
+                raise
+            host = str(self.api.configuration.host)
+            named = "" if host.split("://")[-1] in str(err) else f" (server {host})"
+            self.gave_up = Unreachable(
+                err.what,
+                f"{err}{named}; gave up after {self.outage_budget:g}s"
+                " (--api-timeout waits longer)",
+            )
+            raise self.gave_up from err
 
     def request(
         self,

@@ -94,9 +94,42 @@ def from_exception(err: BaseException, what: str) -> KubeError:
             text = f"{what}: HTTP {status}: {message}"
         return cls(what, text, status, reason)
     if isinstance(err, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)):
-        text = f"{what}: cannot reach the API server: {type(err).__name__}: {err}"
-        return Unreachable(what, text)
+        return Unreachable(what, f"{what}: cannot reach the API server{_at(err)}: {cause(err)}")
     return Rejected(what, f"{what}: {type(err).__name__}: {err}")
+
+
+PLAIN_WORDS = {
+    "[Errno 111] Connection refused": "connection refused (nothing listens there)",
+    "[Errno -2] Name or service not known": "unknown host name",
+    "[Errno -3] Temporary failure in name resolution": "the host name cannot be resolved",
+}
+
+
+def cause(err: BaseException) -> str:
+    """Why a request got no answer, in a few words (urllib3 nests the reason two deep:
+    MaxRetryError -> NewConnectionError -> "[Errno 111] Connection refused")."""
+    if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+        return cause(err.reason)
+    if isinstance(err, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError too
+        text = str(err)
+        marker = "Failed to establish a new connection: "
+        reason = text.split(marker, 1)[1] if marker in text else text
+        return PLAIN_WORDS.get(reason, reason)
+    if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+        return "connecting timed out"
+    if isinstance(err, urllib3.exceptions.ReadTimeoutError):
+        return "no answer in time (read timed out)"
+    if isinstance(err, urllib3.exceptions.SSLError):
+        return f"TLS failed: {err}"
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _at(err: BaseException) -> str:
+    """ at host:port, when urllib3 says which server it tried."""
+    pool = getattr(err, "pool", None)
+    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
+    return f" at {host}:{port}" if host else ""
 
 
 def _body(err: ApiException) -> dict[str, Any]:

@@ -28,7 +28,8 @@ class ManifestIssue:
     path: FieldPath = ()
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        # line 0: about the whole file or folder (unreadable, too large, no workflows)
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         field_part = f" {format_path(self.path)}:" if self.path else ""
         return f"{where}:{field_part} {self.message}"
 

@@ -7,21 +7,19 @@ user everything to fix, and the daemon can record them all while still running v
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from reconciler.manifest import yamlsource
-from reconciler.manifest.checks import check_workflow, suggest
+from reconciler.manifest.checks import check_workflow
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.policy import Policy
-from reconciler.manifest.schema import ACTIONS, Workflow
+from reconciler.manifest.schema import Workflow
+from reconciler.manifest.wording import kind_of, not_a_workflow, translate
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -33,6 +31,7 @@ class LoadedWorkflow:
     line: int
     digest: str
     run_id: str
+    name_at: tuple[int, int] = (0, 0)  # line, column of metadata.name
 
     @property
     def name(self) -> str:
@@ -66,6 +65,13 @@ def load_text(raw: bytes | str, file: str, policy: Policy | None = None) -> Load
         result.issues.append(ManifestIssue(file, problem.line, problem.column, problem.message))
         return result
     result.nodes = sum(doc.nodes for doc in documents)
+    if not documents:  # a workflow file that says nothing is a mistake, not a no-op
+        result.issues.append(
+            ManifestIssue(
+                file, 1, 1, "no workflow in this file (it is empty or only comments): write one"
+                " or delete the file"
+            )
+        )
     for doc in documents:
         loaded, issues = _load_document(doc, file, policy)
         result.issues.extend(issues)
@@ -123,6 +129,10 @@ def load_paths(paths: Iterable[Path], policy: Policy | None = None) -> LoadResul
             continue
         files, issues = find_manifest_files(root)
         result.issues.extend(issues)
+        if not files and not issues:  # CI pointed at the wrong folder must not pass
+            result.issues.append(
+                ManifestIssue(str(root), 0, 0, "no workflow files (*.yaml, *.yml) in this folder")
+            )
         for path in files:
             result.extend(load_file(path, policy=policy))
     return reject_duplicate_names(result)
@@ -139,13 +149,13 @@ def reject_duplicate_names(result: LoadResult) -> LoadResult:
             kept.append(group[0])
             continue
         for loaded in group:
-            others = ", ".join(f"{o.file}:{o.line}" for o in group if o is not loaded)
+            others = ", ".join(f"{o.file}:{o.name_at[0]}" for o in group if o is not loaded)
             result.issues.append(
                 ManifestIssue(
                     loaded.file,
-                    loaded.line,
-                    1,
-                    f"workflow name {name!r} is also defined in {others}",
+                    *loaded.name_at,
+                    f"workflow name {name!r} is also defined in {others}: names must be"
+                    " unique (each names its runs and records); rename one",
                     ("metadata", "name"),
                 )
             )
@@ -161,11 +171,14 @@ def _load_document(
         return ManifestIssue(file, line, col, message, path)
 
     if not isinstance(doc.data, dict):
-        return None, [issue((), f"expected a Workflow mapping, got {_kind_of(doc.data)}")]
+        return None, [issue((), f"expected a Workflow mapping, got {kind_of(doc.data)}")]
+    other = not_a_workflow(doc.data)
+    if other is not None:
+        return None, [issue(*other)]
     try:
         workflow = Workflow.model_validate(doc.data)
     except ValidationError as err:
-        issues = [issue(*_translate(e)) for e in err.errors(include_url=False)]
+        issues = [issue(*translate(e)) for e in err.errors(include_url=False)]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow)
     if not problems and policy is not None:
@@ -173,100 +186,5 @@ def _load_document(
     if problems:
         return None, [issue(path, message) for path, message in problems]
     digest = content_hash(workflow)
-    return LoadedWorkflow(workflow, file, doc.line, digest, run_id(workflow, digest)), []
-
-
-# ----------------------------------------------------------------------------- error text
-
-
-def _translate(error: Any) -> tuple[FieldPath, str]:
-    """A pydantic error -> (YAML field path, message a person can act on)."""
-    raw_loc: tuple[Any, ...] = tuple(error["loc"])
-    path = _yaml_path(raw_loc)
-    kind, msg, value = error["type"], error["msg"], error.get("input")
-    ctx = error.get("ctx") or {}
-    if kind == "union_tag_invalid":
-        tag = str(ctx.get("tag"))
-        return path + ("action",), f"unknown action {tag!r}{suggest(tag, ACTIONS)}"
-    if kind == "union_tag_not_found":
-        return path, "missing required field 'action' (one of: " + ", ".join(ACTIONS) + ")"
-    if kind == "missing":
-        return path, f"missing required field {path[-1]!r}"
-    if kind == "extra_forbidden":
-        name = str(path[-1])
-        return path, f"unknown field {name!r}{suggest(name, _fields_at(raw_loc[:-1]))}"
-    if kind.startswith("literal_error"):
-        return path, f"{msg} (got {_short(value)})"
-    if kind == "value_error":
-        return path, msg.removeprefix("Value error, ")
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return path, f"expected a mapping, got {_kind_of(value)}"
-    if kind in ("string_type", "str_type") and isinstance(value, (int, float, bool)):
-        return path, f'expected a string, got {_short(value)}: quote it, e.g. "{value}"'
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        return path, f"{msg}, got {_kind_of(value)} {_short(value)}"
-    return path, f"{msg} (got {_short(value)})"
-
-
-def _yaml_path(loc: tuple[Any, ...]) -> FieldPath:
-    out: list[str | int] = []
-    for i, part in enumerate(loc):
-        if part == "[key]":
-            continue
-        # The discriminated union inserts the action name after the step index.
-        if i >= 1 and isinstance(loc[i - 1], int) and part in ACTIONS and "steps" in loc[:i]:
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names (YAML spelling) of the model at a pydantic location, for suggestions."""
-    current: Any = Workflow
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(part, int):
-            args = typing.get_args(current)
-            current = args[0] if args else None
-        elif isinstance(current, type) and issubclass(current, BaseModel):
-            match = next(
-                (f for n, f in current.model_fields.items() if (f.alias or n) == part), None
-            )
-            current = match.annotation if match else None
-        elif isinstance(current, list):  # union of step classes
-            current = ACTIONS.get(part)
-        else:
-            return []
-    current = _unwrap(current)
-    if isinstance(current, list):
-        return sorted({f.alias or n for c in current for n, f in c.model_fields.items()})
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip Annotated/Optional; a union of models becomes a list of them."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) == 1:
-                tp = args[0]
-            else:
-                return args
-        else:
-            return tp
-
-
-def _kind_of(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    name_at = doc.locate(("metadata", "name"))
+    return LoadedWorkflow(workflow, file, doc.line, digest, run_id(workflow, digest), name_at), []

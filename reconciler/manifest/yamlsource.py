@@ -70,7 +70,15 @@ def read_text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise YamlProblem(f"file is not valid UTF-8 (byte {err.start})") from None
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = len(raw[line_start : err.start].decode("utf-8", errors="replace")) + 1
+        raise YamlProblem(
+            f"file is not valid UTF-8 (byte {err.start}, 0x{raw[err.start]:02x}): save it as"
+            " UTF-8",
+            line,
+            column,
+        ) from None
 
 
 def parse_documents(text: str) -> Iterator[Document]:

@@ -28,7 +28,7 @@ def test_validate_reports_path_line_col_and_exits_1(
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"{bad}:6:84: spec.steps[0].params.replicas: Input should be a valid integer, got str 'many'"
+        f"{bad}:6:84: spec.steps[0].params.replicas: expected a whole number, got 'many'"
     ]
 
 

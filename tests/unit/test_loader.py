@@ -65,7 +65,7 @@ CASES = [
         "steps:\n" + textwrap.indent(STEP + "  params: {replicas: '6'}\n", "  "),
         10,
         "spec.steps[0].params.replicas",
-        "valid integer",
+        'the string "6": remove the quotes',
     ),
     (
         "steps:\n" + textwrap.indent(STEP + "  params: {replicas: 6}\n  dependOn: [x]\n", "  "),
@@ -107,7 +107,7 @@ CASES = [
         "spec.steps[0].name",
         "not a valid name",
     ),
-    ("steps: []\n", 6, "spec.steps", "at least 1 item"),
+    ("steps: []\n", 6, "spec.steps", "at least one step"),
     (
         "steps:\n"
         + textwrap.indent(
@@ -178,7 +178,7 @@ CASES = [
         "steps:\n  - {name: a, action: DrainNode, target: {name: n}, params: {gracePeriod: '30'}}\n",
         7,
         "spec.steps[0].params.gracePeriod",
-        "valid integer",
+        'the string "30": remove the quotes',
     ),
 ]
 
@@ -255,11 +255,13 @@ def test_duplicate_workflow_names_across_files_name_both(tmp_path: Path) -> None
     assert result.workflows == []
     text = "\n".join(str(i) for i in result.issues)
     assert (
-        f"{tmp_path}/a.yaml:1:1: metadata.name: workflow name 'wf' is also defined in {tmp_path}/b.yaml:2"
+        f"{tmp_path}/a.yaml:4:3: metadata.name: workflow name 'wf' is also defined in"
+        f" {tmp_path}/b.yaml:5"
         in text
     )
     assert (
-        f"{tmp_path}/b.yaml:2:1: metadata.name: workflow name 'wf' is also defined in {tmp_path}/a.yaml:1"
+        f"{tmp_path}/b.yaml:5:3: metadata.name: workflow name 'wf' is also defined in"
+        f" {tmp_path}/a.yaml:4"
         in text
     )
 
