@@ -28,7 +28,7 @@ from figures import report
 from kubehelp import api, deployment, execution, fake_node, wait_for  # noqa: F401
 from kubernetes import client as k8s
 
-from reconciler.kube.client import API_CONNECTIONS
+from reconciler.kube.kubeconfig import API_CONNECTIONS
 
 WORKFLOWS = int(os.environ.get("RECONCILER_LOAD_WORKFLOWS", "200"))
 # the large workflows' sizes times this: make test 0.25 (largest 125 steps), make soak 1
