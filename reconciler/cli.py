@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `reconciler validate ... | head`: the reader left, not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as err:  # a bug: one line, and the traceback only when asked for
         if os.environ.get("RECONCILER_DEBUG") == "1":
             raise

@@ -31,9 +31,10 @@ class Subcommands(Protocol):
 
 
 def workflow_path(text: str) -> Path:
-    """A PATH argument: a file or folder that exists, else a usage error (exit 2)."""
+    """A PATH argument: a file or folder that exists, or - (standard input); else a usage
+    error (exit 2)."""
     path = Path(text)
-    if not path.exists():
+    if text != "-" and not path.exists():
         raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
     return path
 

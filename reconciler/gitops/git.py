@@ -28,6 +28,7 @@ from pathlib import Path
 from reconciler.attempt import Backoff, attempt
 from reconciler.gitops import partial
 from reconciler.gitops.credentials import Credentials, git_environment
+from reconciler.gitops.gitcommand import GitError, absolute_if_local, is_transient, stderr_detail
 from reconciler.gitops.plumbing import TreeEntry, parse_cat_file_batch, parse_ls_tree
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,6 @@ GIT_TIMEOUT = 120.0
 # and hooks tell the daemon's commits by this name).
 AUTHOR_NAME, AUTHOR_EMAIL = "reconciler", "reconciler@localhost"
 PUSH_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=15.0)
-
-
-class GitError(Exception):
-    """A git command failed; `transient` when trying again later may help."""
-
-    def __init__(self, message: str, transient: bool = True, no_answer: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.no_answer = no_answer  # the remote did not answer in time (hung, not refusing)
-
-
-def is_transient(err: Exception) -> bool:
-    """Git errors worth trying again: a rejected push, an unreachable or hung remote."""
-    return isinstance(err, GitError) and err.transient
 
 
 @dataclass
@@ -64,6 +51,9 @@ class GitRepo:
     full_history: bool = False  # fetch all of it (signature verification walks it)
     partial: bool = False  # never fetch blobs over the file limit (gitops/partial.py)
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
+
+    def __post_init__(self) -> None:
+        self.url = absolute_if_local(self.url)
 
     @property
     def remote_ref(self) -> str:
@@ -109,9 +99,7 @@ class GitRepo:
                 raise GitError(message, no_answer=True) from None
             raise
         if proc.returncode != 0:
-            message = err.decode(errors="replace").strip().splitlines()
-            detail = message[-1] if message else f"exit {proc.returncode}"
-            raise GitError(f"git {args[0]}: {detail}", transient=True)
+            raise GitError(f"git {args[0]}: {stderr_detail(err, proc.returncode)}")
         return out
 
     @property

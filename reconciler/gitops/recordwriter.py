@@ -19,7 +19,8 @@ from pathlib import Path
 
 from reconciler import failpoints
 from reconciler.attempt import Backoff, attempt
-from reconciler.gitops.git import GitRepo, is_transient
+from reconciler.gitops.git import GitRepo
+from reconciler.gitops.gitcommand import is_transient
 from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -18,36 +18,70 @@ OWN_GROUP = "reconciler.dev"
 
 
 def check_workflow(workflow: Workflow) -> list[Problem]:
-    problems: list[Problem] = []
     steps = workflow.spec.steps
-    first_index: dict[str, int] = {}
+    problems = check_graph([(s.name, list(s.depends_on)) for s in steps])
     for i, step in enumerate(steps):
-        if step.name in first_index:
+        problems.extend(_check_target(i, step))
+    problems.extend(check_checks(workflow))
+    if not problems:
+        problems.extend(_check_cycles([(s.name, list(s.depends_on)) for s in steps]))
+    return problems
+
+
+def check_graph(steps: list[tuple[str | None, list[str] | None]]) -> list[Problem]:
+    """Step names and dependencies: duplicates, self, unknown and repeated dependencies.
+    Also run on a file that failed its schema (a None: a name or dependsOn the schema
+    refused), so one `validate` shows these too."""
+    problems: list[Problem] = []
+    first_index: dict[str, int] = {}
+    for i, (name, _) in enumerate(steps):
+        if name is None:
+            continue
+        if name in first_index:
             problems.append(
                 (
                     ("spec", "steps", i, "name"),
-                    f"duplicate step name {step.name!r} (see spec.steps[{first_index[step.name]}])",
+                    f"duplicate step name {name!r} (see spec.steps[{first_index[name]}])",
                 )
             )
         else:
-            first_index[step.name] = i
-
-    for i, step in enumerate(steps):
-        problems.extend(_check_target(i, step))
+            first_index[name] = i
+    all_named = all(name is not None for name, _ in steps)
+    for i, (name, depends_on) in enumerate(steps):
         seen: set[str] = set()
-        for j, dep in enumerate(step.depends_on):
+        for j, dep in enumerate(depends_on or []):
             path: FieldPath = ("spec", "steps", i, "dependsOn", j)
-            if dep == step.name:
-                problems.append((path, f"step {step.name!r} depends on itself"))
+            if dep == name:
+                problems.append((path, f"step {name!r} depends on itself"))
             elif dep not in first_index:
-                problems.append((path, f"unknown step {dep!r}{suggest(dep, first_index)}"))
+                if all_named:  # else it may name a step whose name the schema refused
+                    problems.append((path, f"unknown step {dep!r}{suggest(dep, first_index)}"))
             elif dep in seen:
                 problems.append((path, f"{dep!r} is listed twice in dependsOn"))
             seen.add(dep)
+    return problems
 
-    problems.extend(check_checks(workflow))
-    if not problems:
-        problems.extend(_check_cycles(workflow))
+
+def check_raw_graph(data: object) -> list[Problem]:
+    """check_graph and the cycle check on a document the schema refused, as far as its
+    steps can be read (a list of mappings with string names and lists of dependencies)."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    raw = spec.get("steps") if isinstance(spec, dict) else None
+    if not isinstance(raw, list):
+        return []
+    steps: list[tuple[str | None, list[str] | None]] = []
+    for item in raw:
+        item = item if isinstance(item, dict) else {}
+        name, deps = item.get("name"), item.get("dependsOn")
+        steps.append(
+            (
+                name if isinstance(name, str) else None,
+                deps if isinstance(deps, list) and all(isinstance(d, str) for d in deps) else None,
+            )
+        )
+    problems = check_graph(steps)
+    if not problems and all(name is not None for name, _ in steps):
+        problems = _check_cycles([(n, d or []) for n, d in steps if n is not None])
     return problems
 
 
@@ -111,15 +145,15 @@ def _check_apply_manifest(i: int, step: StepBase) -> list[Problem]:
     return problems
 
 
-def _check_cycles(workflow: Workflow) -> list[Problem]:
-    graph = {s.name: list(s.depends_on) for s in workflow.spec.steps}
+def _check_cycles(steps: list[tuple[str, list[str]]]) -> list[Problem]:
+    graph = {name: deps for name, deps in steps}
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as err:
         # graphlib lists each node before the one that depends on it: [a, b, c, a] reads
         # "b runs after a", the direction people draw a DAG in.
         cycle = list(err.args[1])
-        index = next(i for i, s in enumerate(workflow.spec.steps) if s.name == cycle[1])
+        index = next(i for i, (name, _) in enumerate(steps) if name == cycle[1])
         return [
             (
                 ("spec", "steps", index, "dependsOn"),

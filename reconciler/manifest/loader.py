@@ -7,6 +7,7 @@ user everything to fix, and the daemon can record them all while still running v
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from reconciler.manifest import yamlsource
-from reconciler.manifest.checks import check_workflow
+from reconciler.manifest.checks import check_raw_graph, check_workflow
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.policy import Policy
@@ -22,6 +23,7 @@ from reconciler.manifest.schema import Workflow
 from reconciler.manifest.wording import kind_of, not_a_workflow, translate
 
 YAML_SUFFIXES = (".yaml", ".yml")
+STDIN = "-"  # a PATH of "-": the workflow comes on standard input
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class LoadResult:
     workflows: list[LoadedWorkflow] = field(default_factory=list)
     issues: list[ManifestIssue] = field(default_factory=list)
     nodes: int = 0  # what parsing it built, aliases expanded (the revision limit adds these)
+    files: int = 0  # files read
 
     def extend(self, other: LoadResult) -> None:
         self.workflows.extend(other.workflows)
         self.issues.extend(other.issues)
         self.nodes += other.nodes
+        self.files += other.files
 
     @property
     def ok(self) -> bool:
@@ -95,7 +99,9 @@ def load_file(path: Path, display: str | None = None, policy: Policy | None = No
         raw = path.read_bytes()
     except OSError as err:
         return LoadResult(issues=[ManifestIssue(name, 0, 0, f"cannot read: {err.strerror}")])
-    return load_text(raw, name, policy)
+    result = load_text(raw, name, policy)
+    result.files = 1
+    return result
 
 
 def find_manifest_files(root: Path) -> tuple[list[Path], list[ManifestIssue]]:
@@ -124,6 +130,10 @@ def load_paths(paths: Iterable[Path], policy: Policy | None = None) -> LoadResul
     """Load files and directories; workflow names must be unique across all of them."""
     result = LoadResult()
     for root in paths:
+        if str(root) == STDIN:
+            result.extend(load_text(sys.stdin.buffer.read(), "<stdin>", policy))
+            result.files += 1
+            continue
         if not root.exists():
             result.issues.append(ManifestIssue(str(root), 0, 0, "no such file or directory"))
             continue
@@ -160,7 +170,7 @@ def reject_duplicate_names(result: LoadResult) -> LoadResult:
                 )
             )
     kept.sort(key=lambda w: (w.file, w.line))
-    return LoadResult(workflows=kept, issues=result.issues)
+    return LoadResult(workflows=kept, issues=result.issues, files=result.files)
 
 
 def _load_document(
@@ -179,6 +189,9 @@ def _load_document(
         workflow = Workflow.model_validate(doc.data)
     except ValidationError as err:
         issues = [issue(*translate(e)) for e in err.errors(include_url=False)]
+        # the graph's problems too: one `validate` run shows everything to fix
+        said = {i.path for i in issues}
+        issues += [issue(path, m) for path, m in check_raw_graph(doc.data) if path not in said]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow)
     if not problems and policy is not None:

@@ -179,11 +179,38 @@ CASES += [
     Case(f"manifest-{name}", ["validate", "f.yaml"], 1, words, {"f.yaml": text})
     for name, text, words in MANIFESTS
 ]
+LAYERS = steps(
+    SCALE.replace("a,", "a, dependsOn: [b],") + "params: {replicas: many}}\n"
+    + SCALE.replace("a,", "b, dependsOn: [a],") + "params: {replicas: 1}}\n"
+)
+DUPLICATE = steps(
+    SCALE + "params: {replicas: many}}\n"
+    + SCALE.replace("a,", "a, dependsOn: [zz],") + "params: {replicas: 1}}\n"
+)
 CASES += [
-    Case("a-deployment-only-one-line", ["validate", "f.yaml"], 1, [], {"f.yaml": DEPLOYMENT}),
+    Case(
+        "every-layer-of-problems", ["validate", "f.yaml"], 1,
+        ["f.yaml:6:", "expected a whole number, got 'many'",
+         "f.yaml:7:", "dependency cycle: a -> b -> a", "2 problems"],
+        {"f.yaml": LAYERS},
+    ),
+    Case(
+        "schema-errors-and-duplicates", ["validate", "f.yaml"], 1,
+        ["f.yaml:7:8: spec.steps[1].name: duplicate step name 'a'", "unknown step 'zz'",
+         "3 problems"],
+        {"f.yaml": DUPLICATE},
+    ),
+    Case(
+        "a-deployment-only-one-line", ["validate", "-q", "f.yaml"], 1, [], {"f.yaml": DEPLOYMENT}
+    ),
     Case("empty-folder", ["validate", "wf"], 1, ["wf: no workflow files (*.yaml, *.yml)"],
          {"wf/README.md": "nothing here\n"}),
     Case("missing-path", ["validate", "nope/"], 2, ["nope/: no such file or folder"]),
+    Case(
+        "status-not-a-repository", ["status", "--repo", "nope.git"], 1,
+        ["nope.git' does not appear to be a git repository",
+         "Please make sure you have the correct access rights and the repository exists."],
+    ),
     Case(
         "duplicate-names", ["validate", "a.yaml", "b.yaml"], 1,
         ["a.yaml:3:12: metadata.name: workflow name 'scale' is also defined in b.yaml:3"],
@@ -237,6 +264,54 @@ def test_a_byte_that_is_not_utf8_is_pointed_at(
     (tmp_path / "latin1.yaml").write_bytes(b"metadata:\n  name: caf\xe9\n")
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "latin1.yaml"]) == 1
-    assert capsys.readouterr().err.strip() == (
+    assert capsys.readouterr().err.splitlines()[0] == (
         "latin1.yaml:2:12: file is not valid UTF-8 (byte 21, 0xe9): save it as UTF-8"
     )
+
+
+def test_validate_json_names_file_line_column_field_and_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    text = steps(SCALE + 'params: {replicas: "6"}}\n')
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert main(["validate", "--format", "json", "-q", "-"]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""  # -q: no summary
+    assert json.loads(out) == {
+        "files": 1,
+        "workflows": [],
+        "problems": [
+            {
+                "file": "<stdin>",
+                "line": 6,
+                "column": 84,
+                "field": "spec.steps[0].params.replicas",
+                "message": 'expected a number, got the string "6": remove the quotes',
+            }
+        ],
+    }
+
+
+def test_status_reads_a_relative_local_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README says a local path works: relative to where the command runs, not to
+    the temporary mirror git runs in."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q", "--bare", "-b", "main", "ops.git")
+    git("clone", "-q", "ops.git", "work")
+    (tmp_path / "work" / "README").write_text("ops\n")
+    git("-C", "work", "add", "README")
+    git("-C", "work", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "first")
+    git("-C", "work", "push", "-q", "origin", "HEAD:main")
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--repo", "ops.git"]) == 0
+    assert capsys.readouterr().out.strip() == "no run records yet"

@@ -27,7 +27,8 @@ def test_validate_reports_path_line_col_and_exits_1(
     )
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    assert err[-1] == "1 file: 0 workflow(s) valid, 1 problem"
+    assert err[:-1] == [
         f"{bad}:6:84: spec.steps[0].params.replicas: expected a whole number, got 'many'"
     ]
 
