@@ -19,3 +19,29 @@ def test_readme_reference_is_generated_from_the_models() -> None:
 def test_published_schema_matches_the_models() -> None:
     published = (ROOT / "schema" / "workflow.schema.json").read_text()
     assert published == workflow_schema_json(), "run: make schema"
+
+
+def test_the_schema_offers_editors_valid_defaults_and_readable_titles() -> None:
+    """An editor inserts a field's default: a duration's must be a string the field takes
+    ("5m", not 300.0); titles come from the YAML names ("Backoff limit")."""
+    from reconciler.manifest.durations import DURATION_PATTERN, parse_duration
+    from reconciler.manifest.jsonschema import workflow_schema
+
+    durations, titles = [], set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for name, field in (node.get("properties") or {}).items():
+                titles.add(field.get("title"))
+                if field.get("pattern") == DURATION_PATTERN and "default" in field:
+                    durations.append((name, field["default"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(workflow_schema())
+    assert durations and all(isinstance(d, str) and parse_duration(d) for _, d in durations)
+    assert {"Backoff limit", "Continue on failure", "API version"} <= titles
+    assert "Backofflimit" not in titles
