@@ -27,9 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
+from reconciler.manifest import yamlsource
+from reconciler.manifest.checks import suggest
 from reconciler.manifest.schema import ACTIONS
 
 if TYPE_CHECKING:
@@ -61,13 +60,16 @@ def read_policy(
     if file is None:
         return cls(protected=protected, home=home)
     try:
-        doc = YAML(typ="safe", pure=True).load(file.read_text()) or {}
-    except (OSError, UnicodeDecodeError) as err:
-        raise PolicyError(f"{file}: cannot read the policy file: {err}") from err
-    except YAMLError as err:
-        raise PolicyError(f"{file}: not valid YAML: {err}") from err
-    where = _Where(str(file))
-    doc = where.mapping(doc, "", TOP)
+        text = yamlsource.read_text(file.read_bytes())
+        documents = list(yamlsource.parse_documents(text))
+    except OSError as err:
+        raise PolicyError(f"{file}: cannot read the policy file: {err.strerror}") from err
+    except yamlsource.YamlProblem as err:
+        raise PolicyError(f"{file}:{err.line}:{err.column}: {err.message}") from err
+    if len(documents) > 1:
+        raise PolicyError(f"{file}:{documents[1].line}:1: one policy per file, not several")
+    where = _Where(str(file), documents[0] if documents else None)
+    doc = where.mapping(documents[0].data if documents else {}, "", TOP)
     default = NamespaceRules(
         service_account=where.name(doc.get("serviceAccount"), "serviceAccount")
         or NamespaceRules.service_account,
@@ -136,18 +138,22 @@ def _or(value: Any, default: Any) -> Any:
 class _Where:
     """Type checks that name the file and the field of what they refuse."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, document: yamlsource.Document | None) -> None:
         self.file = file
+        self.document = document
 
     def fail(self, at: str, message: str) -> PolicyError:
-        return PolicyError(f"{self.file}: {at or 'the document'}: {message}")
+        line, column = self.document.locate(tuple(at.split("."))) if self.document else (1, 1)
+        return PolicyError(f"{self.file}:{line}:{column}: {at or 'the document'}: {message}")
 
     def mapping(self, value: Any, at: str, keys: set[str] | None) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(at, f"must be a mapping, not {type(value).__name__}")
         if keys is not None and (unknown := sorted(set(map(str, value)) - keys)):
+            hint = suggest(unknown[0], keys)
             raise self.fail(
-                at, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(keys))}"
+                at,
+                f"unknown field(s) {', '.join(unknown)}{hint} (known: {', '.join(sorted(keys))})",
             )
         return value
 
@@ -175,5 +181,6 @@ class _Where:
     def actions(self, value: Any, at: str) -> frozenset[str]:
         actions = self.strings(value, at, frozenset) if value else frozenset()
         if bad := sorted(actions - set(ACTIONS)):
-            raise self.fail(at, f"unknown action(s) {', '.join(bad)}; known: {', '.join(ACTIONS)}")
+            hint = suggest(bad[0], ACTIONS) or f"; known: {', '.join(ACTIONS)}"
+            raise self.fail(at, f"unknown action(s) {', '.join(bad)}{hint}")
         return actions

@@ -113,12 +113,12 @@ CASES = [
     ),
     Case(
         "policy-a-list", ["validate", "--policy", "p.yaml", "wf.yaml"], 1,
-        ["p.yaml: the document: must be a mapping, not list"], {**WF, "p.yaml": "- shop\n"},
+        ["p.yaml:1:1: the document: must be a mapping, not list"], {**WF, "p.yaml": "- shop\n"},
     ),
     Case(
         "policy-unknown-action", ["plan", "--policy", "p.yaml", "wf.yaml"], 1,
-        ["p.yaml: namespaces.shop: unknown action(s) Scale"],
-        {**WF, "p.yaml": "namespaces: {shop: [Scale]}\n"},
+        ["p.yaml:1:14: namespaces.shop: unknown action(s) ScaleDeploymnt", "did you mean 'ScaleDeployment'"],
+        {**WF, "p.yaml": "namespaces: {shop: [ScaleDeploymnt]}\n"},
     ),
     # --- protected namespaces: the same on every command, added to, never replaced
     *(

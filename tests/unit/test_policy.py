@@ -208,7 +208,7 @@ def test_each_step_impersonates_the_account_the_policy_names(tmp_path: Path) -> 
         ("namespaces: {shop: {actions: [Scale]}}\n", "namespaces.shop.actions: unknown action"),
         ("serviceAccount: Bad_Name\n", "serviceAccount: 'Bad_Name' is not a ServiceAccount"),
         ("cluster: {kinds: ClusterRole}\n", "cluster.kinds: must be a list of strings"),
-        ("namespaces: {shop: [\n", "not valid YAML"),
+        ("namespaces: {shop: [\n", "YAML syntax"),
     ],
 )
 def test_a_bad_policy_file_names_the_file_and_field(
@@ -240,3 +240,20 @@ def test_record_previous_is_refused_on_a_secret_step() -> None:
     )
     (issue,) = load_text(wf(step), "w.yaml").issues
     assert "never recorded" in issue.message and issue.path[-1] == "recordPrevious"
+
+
+def test_docs_policy_md_describes_every_field_and_its_example_loads(tmp_path: Path) -> None:
+    from reconciler.manifest.policy_file import CLUSTER, PER_NAMESPACE, TOP
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    table = text.split("## Fields", 1)[1].split("\n\n", 2)[1]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]}
+    expected = TOP | {f"namespaces.<ns>.{f}" for f in {"actions"}} | {
+        f"cluster.{f}" for f in CLUSTER
+    }
+    assert expected <= rows, expected - rows
+    assert set(TOP) | {"actions"} >= PER_NAMESPACE  # the per-namespace fields are top-level ones
+    example = tmp_path / "policy.yaml"
+    example.write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    policy = Policy.load(DEFAULT_PROTECTED, example)
+    assert policy.namespaces is not None and set(policy.namespaces) == {"shop", "payments", "*"}
