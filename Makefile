@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-unit test-e2e lint demo cluster image bench soak schema clean
+.PHONY: test test-unit test-e2e lint demo cluster image bench soak schema docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json
+
+# The generated parts of the README: the manifest reference and the daemon's flags.
+docs: $(STAMP) schema
+	$(BIN)/python -m reconciler.manifest.reference README.md
+	$(BIN)/python -m reconciler.commands.daemon README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

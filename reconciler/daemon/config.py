@@ -76,7 +76,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "verify_signatures",
         None,
-        "run only revisions signed by --allowed-signers",
+        "run only revisions signed by a key of --allowed-signers: a revision whose newest"
+        " commit outside the records path is not is refused and recorded in runs/_refused.md",
         choices=("ssh",),
     ),
     Setting("allowed_signers", None, "allowed_signers file for --verify-signatures", Path),
@@ -118,7 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "git_timeout",
         GIT_TIMEOUT,
-        "the longest a git command may take, e.g. 2m (a hung remote)",
+        "the longest any git command may run, e.g. 2m: a hung remote's push is killed (its"
+        " whole process group) and tried again",
         seconds,
         metavar="DURATION",
     ),

@@ -16,6 +16,17 @@ def test_readme_reference_is_generated_from_the_models() -> None:
         assert f"| {action} |" in readme
 
 
+def test_readme_daemon_flags_are_generated_from_the_parser() -> None:
+    from reconciler.commands.daemon import flags_markdown
+    from reconciler.daemon.config import SETTINGS
+
+    readme = (ROOT / "README.md").read_text()
+    table = flags_markdown()
+    assert table in readme, "run: make docs"
+    for setting in SETTINGS:  # every flag, with its variable
+        assert f"| `{setting.flag}` | `{setting.variable}` |" in table
+
+
 def test_published_schema_matches_the_models() -> None:
     published = (ROOT / "schema" / "workflow.schema.json").read_text()
     assert published == workflow_schema_json(), "run: make schema"
