@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reconciler.manifest.fields import ConfigKey, Model, Name, ObjectName, Token
 
@@ -79,6 +79,30 @@ class JobSpec(Model):
         default_factory=dict, description="the pod's nodeSelector: which nodes may run it"
     )
     tolerations: list[Toleration] = Field(default_factory=list)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _pod_spec_env(cls, value: Any) -> Any:
+        """Also the Pod spec's list, [{name: A, value: b}], as Kubernetes users write it."""
+        if not isinstance(value, list):
+            return value
+        env: dict[Any, Any] = {}
+        for i, item in enumerate(value):
+            if not isinstance(item, dict) or "name" not in item:
+                raise ValueError(
+                    f"env[{i}]: expected {{name: ..., value: ...}}, or write env as a mapping,"
+                    " e.g. {LOG_LEVEL: debug}"
+                )
+            if "valueFrom" in item:
+                raise ValueError(
+                    f"env[{i}] ({item['name']}): valueFrom is not supported; give a value"
+                )
+            if unknown := sorted(set(map(str, item)) - {"name", "value"}):
+                raise ValueError(f"env[{i}]: unknown field(s) {', '.join(unknown)}")
+            if item["name"] in env:
+                raise ValueError(f"env[{i}]: {item['name']!r} is set twice")
+            env[item["name"]] = item.get("value", "")
+        return env
 
 
 class CustomParams(JobSpec):

@@ -291,3 +291,21 @@ def test_python_tags_never_construct_objects() -> None:
     text = VALID.replace("name: scale-up", "name: !!python/object/apply:os.system ['false']")
     result = load_text(text, "evil.yaml")
     assert result.workflows == []  # rejected by the schema, and nothing was executed
+
+
+def test_custom_env_in_the_pod_spec_list_form_is_the_same_workflow() -> None:
+    """env: [{name: A, value: b}] (a Pod spec's form) loads as env: {A: b}: same run id."""
+    def custom(env: str) -> str:
+        return doc(
+            "steps:\n  - name: c\n    action: Custom\n    target: {namespace: ops}\n"
+            f"    params: {{image: busybox, command: [sh], env: {env}}}\n"
+        )
+
+    listed = load_text(custom("[{name: A, value: b}, {name: C, value: d}]"), "l.yaml")
+    mapped = load_text(custom("{A: b, C: d}"), "m.yaml")
+    assert listed.ok and mapped.ok, [str(i) for i in listed.issues + mapped.issues]
+    assert listed.workflows[0].run_id == mapped.workflows[0].run_id
+    refused = load_text(custom("[{name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}]"), "r")
+    assert [i.message for i in refused.issues] == [
+        "env[0] (A): valueFrom is not supported; give a value"
+    ]
