@@ -61,13 +61,49 @@ def test_plan_json_is_stable(capsys: pytest.CaptureFixture[str]) -> None:
         "startOrder",
         "criticalPath",
         "estimatedMakespanSeconds",
+        "timeoutSeconds",
+        "stepDetails",
+        "worstCaseMakespanSeconds",
+        "warnings",
     }
+    scale_up = plan["stepDetails"][0]
+    assert scale_up == {
+        "name": "scale-up",
+        "action": "ScaleDeployment",
+        "target": "shop/checkout",
+        "timeoutSeconds": 180.0,
+        "retries": 3,
+        "reversible": True,
+        # 4 attempts of 3m, and the backoffs 5s, 10s, 20s between them
+        "worstCaseSeconds": 4 * 180 + 5 + 10 + 20,
+    }
+    # scale-up's worst case (12m35s) then new-image's 5m: over the 15m workflow timeout
+    assert plan["worstCaseMakespanSeconds"] == 4 * 180 + 35 + 300
+    assert plan["warnings"] == [
+        "with every retry used the run could take 17m35s, over the workflow's timeout (15m):"
+        " it would be cancelled and rolled back"
+    ]
 
 
 def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(EXAMPLES / "node-maintenance.yaml")]) == 0
     out = capsys.readouterr().out
     assert "start order:    cordon -> drain -> health-check -> uncordon" in out
+    assert "STEP" in out and "UNDO" in out and "irreversible" not in out.split("STEP")[0]
+
+
+def test_plan_warns_of_a_step_timeout_over_the_workflows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = tmp_path / "slow.yaml"
+    wf.write_text(
+        "apiVersion: reconciler.dev/v1alpha1\nkind: Workflow\nmetadata: {name: slow}\n"
+        "spec:\n  timeout: 10m\n  steps:\n    - {name: wait, action: ScaleDeployment,"
+        " target: {namespace: n, name: d}, params: {replicas: 1}, timeout: 1h}\n"
+    )
+    assert main(["plan", str(wf)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: step wait: its timeout (1h) is longer than the workflow's (10m)" in out
 
 
 def test_schema_is_valid_json_schema_for_the_workflow(capsys: pytest.CaptureFixture[str]) -> None:
