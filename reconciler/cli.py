@@ -14,9 +14,18 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.commands import daemon, plan, rollback, run, schema, status, validate
+from reconciler.commands import (
+    completion,
+    daemon,
+    plan,
+    rollback,
+    run,
+    schema,
+    status,
+    validate,
+)
 
-COMMANDS = (validate, plan, run, daemon, status, rollback, schema)
+COMMANDS = (validate, plan, run, daemon, status, rollback, schema, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:  # a shell asking for completions
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers and exits
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
