@@ -173,6 +173,18 @@ def reject_duplicate_names(result: LoadResult) -> LoadResult:
     return LoadResult(workflows=kept, issues=result.issues, files=result.files)
 
 
+STRING_MAPS = ("data", "env", "nodeSelector")  # string values Kubernetes tools also read
+
+
+def _yaml11_booleans(doc: yamlsource.Document) -> list[tuple[FieldPath, str]]:
+    return [
+        (path, f'{value} is a boolean to kubectl and Helm (YAML 1.1): quote it, "{value}",'
+         " to mean the string")
+        for path, value in doc.unquoted_yaml11_booleans()
+        if len(path) >= 2 and path[-2] in STRING_MAPS
+    ]
+
+
 def _load_document(
     doc: yamlsource.Document, file: str, policy: Policy | None = None
 ) -> tuple[LoadedWorkflow | None, list[ManifestIssue]]:
@@ -191,9 +203,10 @@ def _load_document(
         issues = [issue(*translate(e)) for e in err.errors(include_url=False)]
         # the graph's problems too: one `validate` run shows everything to fix
         said = {i.path for i in issues}
-        issues += [issue(path, m) for path, m in check_raw_graph(doc.data) if path not in said]
+        later = check_raw_graph(doc.data) + _yaml11_booleans(doc)
+        issues += [issue(path, m) for path, m in later if path not in said]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
-    problems = check_workflow(workflow)
+    problems = check_workflow(workflow) + _yaml11_booleans(doc)
     if not problems and policy is not None:
         problems = policy.check(workflow)
     if problems:

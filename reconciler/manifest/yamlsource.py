@@ -22,6 +22,7 @@ from reconciler.manifest.errors import FieldPath
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
+YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off", "y", "n"})
 MAX_NODES = 1_000_000  # per file, all its documents together (aliases expanded)
 
 
@@ -41,6 +42,25 @@ class Document:
     node: Any  # the ruamel node, kept for positions
     line: int  # where the document starts, 1-based
     nodes: int = 0  # its size with aliases expanded
+
+    def unquoted_yaml11_booleans(self) -> list[tuple[FieldPath, str]]:
+        """Unquoted scalars that YAML 1.1, which kubectl and Helm read, takes as booleans
+        (yes, no, on, off, y, n) and YAML 1.2 as strings: the same file means one thing to
+        Kubernetes tools and another here, unless quoted."""
+        found: list[tuple[FieldPath, str]] = []
+
+        def walk(node: Any, path: FieldPath) -> None:
+            if isinstance(node, CommentedMap):
+                for key, value in node.items():
+                    walk(value, (*path, key))
+            elif isinstance(node, CommentedSeq):
+                for i, value in enumerate(node):
+                    walk(value, (*path, i))
+            elif type(node) is str and node.lower() in YAML11_BOOLEANS:  # quoted: a subclass
+                found.append((path, node))
+
+        walk(self.node, ())
+        return found
 
     def locate(self, path: FieldPath) -> tuple[int, int]:
         """Best (line, column) for a field path: the deepest part of it that exists."""
@@ -85,6 +105,7 @@ def parse_documents(text: str) -> Iterator[Document]:
     """Yield each non-empty document; raise YamlProblem with the position of a syntax error."""
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True  # a quoted "yes" is a string everywhere; a plain one is not
     try:
         if _might_nest_deeper_than_limit(text):
             _check_depth_iteratively(yaml, text)

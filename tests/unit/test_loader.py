@@ -309,3 +309,14 @@ def test_custom_env_in_the_pod_spec_list_form_is_the_same_workflow() -> None:
     assert [i.message for i in refused.issues] == [
         "env[0] (A): valueFrom is not supported; give a value"
     ]
+
+
+def test_a_kubernetes_manifest_is_one_problem_for_the_daemon_too() -> None:
+    """The daemon loads each file with load_text, as validate does: one line, not seven."""
+    deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {}\n"
+    (issue,) = load_text(deployment, "workflows/web.yaml").issues
+    assert str(issue) == (
+        "workflows/web.yaml:2:1: kind: this is an apps/v1 Deployment, not a"
+        " reconciler.dev/v1alpha1 Workflow: keep other manifests out of the workflow folder"
+        " (an Apply step can manage one)"
+    )
