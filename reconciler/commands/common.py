@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 API_TIMEOUT = 10.0  # seconds an interactive command waits for an API server that is down
+GIT_COMMAND_TIMEOUT = 30.0  # seconds one git command of an interactive command may take
 
 
 class Subcommands(Protocol):
@@ -126,6 +127,17 @@ def connect(args: argparse.Namespace, *, dry_run: bool = False) -> Kube:
         api.close()
         raise SystemExit(f"reconciler: {err}") from None
     return kube
+
+
+def add_git_timeout_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--git-timeout",
+        type=seconds,
+        default=GIT_COMMAND_TIMEOUT,
+        metavar="DURATION",
+        help="the longest one git command may take before the command gives up"
+        f" (default: {format_duration(GIT_COMMAND_TIMEOUT)})",
+    )
 
 
 def print_issues(result: LoadResult) -> None:

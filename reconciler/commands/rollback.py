@@ -11,6 +11,7 @@ from pathlib import Path
 from reconciler.commands.common import (
     Subcommands,
     add_cluster_flags,
+    add_git_timeout_flag,
     add_policy_flags,
     connect,
     policy_of,
@@ -27,6 +28,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--branch", default=BY_NAME["branch"].default)
     p.add_argument("--records-path", default=BY_NAME["records_path"].default)
     add_cluster_flags(p)
+    add_git_timeout_flag(p)
     add_policy_flags(p)
     p.set_defaults(func=main)
 
@@ -40,7 +42,11 @@ def main(args: argparse.Namespace) -> int:
     policy = policy_of(args)
     kube = connect(args)
     with tempfile.TemporaryDirectory(prefix="reconciler-rollback-") as tmp:
-        git = GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch) if args.repo else None
+        git = (
+            GitRepo(url=args.repo, workdir=Path(tmp), branch=args.branch, timeout=args.git_timeout)
+            if args.repo
+            else None
+        )
         try:
             record = asyncio.run(
                 rollback_run(kube, args.run_id, git, args.records_path, policy)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.common import Subcommands
+from reconciler.commands.common import Subcommands, add_git_timeout_flag
 from reconciler.daemon.config import BY_NAME
 from reconciler.formats.run_record import latest_per_workflow, parse_record, recorded_runs
 from reconciler.gitops.git import GitError, GitRepo
@@ -21,21 +21,22 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--repo", required=True)
     p.add_argument("--branch", default=BY_NAME["branch"].default)
     p.add_argument("--records-path", default=BY_NAME["records_path"].default)
+    add_git_timeout_flag(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        print(status(args.repo, args.branch, args.records_path))
+        print(status(args.repo, args.branch, args.records_path, args.git_timeout))
     except GitError as err:
         print(f"cannot read {args.repo}: {err}", file=sys.stderr)
         return 1
     return 0
 
 
-def status(repo: str, branch: str, records_path: str) -> str:
+def status(repo: str, branch: str, records_path: str, timeout: float = 30.0) -> str:
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as tmp:
-        git = GitRepo(url=repo, workdir=Path(tmp), branch=branch)
+        git = GitRepo(url=repo, workdir=Path(tmp), branch=branch, timeout=timeout)
         return render_status(asyncio.run(latest_runs(git, records_path)))
 
 

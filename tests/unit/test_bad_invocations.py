@@ -210,6 +210,10 @@ CASES += [
          {"wf/README.md": "nothing here\n"}),
     Case("missing-path", ["validate", "nope/"], 2, ["nope/: no such file or folder"]),
     Case(
+        "status-unreachable-remote", ["status", "--repo", "https://127.0.0.1:{port}/ops.git"], 1,
+        ["cannot read https://127.0.0.1:{port}/ops.git", "Failed to connect to 127.0.0.1 port {port}"],
+    ),
+    Case(
         "status-not-a-repository", ["status", "--repo", "nope.git"], 1,
         ["nope.git' does not appear to be a git repository",
          "Please make sure you have the correct access rights and the repository exists."],
@@ -247,7 +251,7 @@ def test_a_bad_invocation_gets_one_clear_message(
         monkeypatch.setenv(name, value)
     ended = ""
     try:
-        code = main(case.argv)
+        code = main([a.format(port=port) for a in case.argv])
     except SystemExit as stop:  # argparse, --version, and commands ending with a message
         # SystemExit("text") is printed to stderr by the interpreter and exits 1
         code, ended = (stop.code, "") if isinstance(stop.code, int) else (1, str(stop.code))
@@ -318,3 +322,21 @@ def test_status_reads_a_relative_local_repository(
     monkeypatch.chdir(tmp_path)
     assert main(["status", "--repo", "ops.git"]) == 0
     assert capsys.readouterr().out.strip() == "no run records yet"
+
+
+def test_status_gives_up_on_a_remote_that_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server on 127.0.0.1 that takes the connection and says nothing: --git-timeout ends it."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}/ops.git"
+        monkeypatch.chdir(tmp_path)
+        started = time.monotonic()
+        assert main(["status", "--repo", url, "--git-timeout", "2s"]) == 1
+        took = time.monotonic() - started
+    assert "no answer within 2s" in capsys.readouterr().err
+    assert took < 20, took
