@@ -112,7 +112,12 @@ class Kube:
             self._observe_outage(None)
             return result
 
-        def note(_: int, err: Exception, delay: float) -> None:
+        def note(number: int, err: Exception, delay: float) -> None:
+            if self.interactive and number > 1:  # a person is told once, then the outcome
+                return
+            if self.interactive:
+                log.warning("%s; trying again for up to %gs", err, self.outage_budget)
+                return
             log.warning("API server not answering yet (%s); retrying in %.1fs", err, delay)
 
         if self.gave_up is not None:
