@@ -432,7 +432,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
         """Stop everything and undo what the node did to the host (see the module doc)."""
         if not self.up:
             return
-        self.up = False
+        # `up` stays set until the end: a stop cut short (a second Ctrl-C or SIGTERM during
+        # teardown) is finished by the next call, the atexit one; every part is idempotent
         core = k8s.CoreV1Api(self.api)
         self._terminate("kubelet", grace=10)
         # the containers: their tasks first (killed), then containerd itself
@@ -466,6 +467,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
             k8s.CoordinationV1Api(self.api).delete_namespaced_lease(
                 self.name, "kube-node-lease", _request_timeout=10
             )
+        self.up = False
 
     def _terminate(self, component: str, grace: float) -> None:
         process = self.processes.get(component)
