@@ -166,3 +166,10 @@ def test_a_lease_too_short_to_renew_before_writes_fence_is_refused(
         parse(["--repo", "r", "--lease-duration", "5"], {})
     assert exit_.value.code == 2
     assert "--lease-duration: must be at least 7" in capsys.readouterr().err
+
+
+def test_time_flags_take_durations_as_flux_writes_them_or_seconds() -> None:
+    config = parse(["--repo", "r", "--interval", "1m", "--git-timeout", "90"], {})
+    assert (config.interval, config.git_timeout) == (60.0, 90.0)
+    assert parse(["--repo", "r"], {"RECONCILER_INTERVAL": "1h30m"}).interval == 5400.0
+    assert parse(["--repo", "r"], {"RECONCILER_LEADER_ELECT": "true"}).leader_elect is True
