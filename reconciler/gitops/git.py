@@ -51,6 +51,9 @@ class GitRepo:
     full_history: bool = False  # fetch all of it (signature verification walks it)
     partial: bool = False  # never fetch blobs over the file limit (gitops/partial.py)
     timeout: float = GIT_TIMEOUT  # no git command runs longer (a hung remote)
+    # One writer of the mirror's remote-tracking refs at a time: a sync's fetch and a record
+    # push's fetch at once fail with "cannot lock ref 'refs/remotes/origin/main'".
+    _refs: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.url = absolute_if_local(self.url)
@@ -138,8 +141,9 @@ class GitRepo:
         shallow = not self.full_history and await self.local_head(name) is None
         limits = (["--depth=1"] if shallow else []) + ([partial.FETCH_FILTER] * self.partial)
         refspec = f"+refs/heads/{name}:refs/remotes/origin/{name}"
-        await self.git("fetch", "--quiet", "--no-tags", *limits, "origin", refspec)
-        return await self.local_head(name)
+        async with self._refs:
+            await self.git("fetch", "--quiet", "--no-tags", *limits, "origin", refspec)
+            return await self.local_head(name)
 
     async def remote_heads(self) -> dict[str, str]:
         """Every branch on the remote and its commit (one `ls-remote`)."""
@@ -233,7 +237,8 @@ class GitRepo:
             if commit == head:
                 return head
             await self.git("push", "--quiet", "origin", f"{commit}:refs/heads/{target}")
-            await self.git("update-ref", f"refs/remotes/origin/{target}", commit)
+            async with self._refs:
+                await self.git("update-ref", f"refs/remotes/origin/{target}", commit)
             return commit
 
         def note(_: int, err: Exception, delay: float) -> None:  # rejected, or remote down

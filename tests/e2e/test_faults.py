@@ -395,7 +395,9 @@ spec:
     finally:
         thawed = datetime.now(UTC)
         os.kill(a.pid, signal.SIGCONT)
-    assert a.proc.wait(timeout=30) == 2, a.logs()[-2000:]  # leadership lost: exit 2
+    # leadership lost: exit 2. Twice its shutdown took over 30 s on a slow machine (why is
+    # not known yet); the claim is the exit and the silence after the thaw, not the speed
+    assert a.proc.wait(timeout=90) == 2, a.logs()[-2000:]
     relax_budget()
     wait_for(lambda: record_commits(remote, "frozen", "Succeeded"), 90, "the standby finished")
     audit = AuditLog(audit_log)

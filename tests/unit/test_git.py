@@ -292,3 +292,24 @@ def test_signature_judges_the_newest_commit_that_is_not_a_plain_record_commit(
         return [await judge.subject(c) for c in (records, renamed, deleted, empty)]
 
     assert run(subjects()) == [human, renamed, deleted, empty]
+
+
+def test_fetches_at_once_while_the_remote_moves_never_collide_on_the_ref(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A sync's fetch and a record push's fetch run at once in the daemon; unserialised, git
+    fails one with "cannot lock ref 'refs/remotes/origin/main'"."""
+    bare, clone = remote
+    repo = GitRepo(url=str(bare), workdir=tmp_path / "mirror")
+
+    async def main() -> None:
+        await repo.ensure()
+        await repo.fetch()
+        for i in range(6):
+            (clone / "README.md").write_text(f"change {i}\n")
+            sh("git", "commit", "--quiet", "-am", f"change {i}", cwd=clone)
+            sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+            await asyncio.gather(*(repo.fetch() for _ in range(6)))
+
+    run(main())
+    assert run(repo.local_head()) == sh("git", "rev-parse", "HEAD", cwd=clone)
