@@ -117,7 +117,7 @@ def connect(args: argparse.Namespace, *, dry_run: bool = False) -> Kube:
     kube = Kube(
         api,
         dry_run=dry_run,
-        capture_namespace=getattr(args, "capture_namespace", None) or DEFAULT_NAMESPACE,
+        capture_namespace=own_namespace(args),
         outage_budget=args.api_timeout,
         interactive=True,
     )

@@ -83,7 +83,6 @@ def flags_markdown() -> str:
     return "\n".join([*rows, END_FLAGS])
 
 
-
 def main(args: argparse.Namespace) -> int:
     import asyncio
 

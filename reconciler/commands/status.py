@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.common import Subcommands, add_git_timeout_flag
+from reconciler.commands.common import GIT_COMMAND_TIMEOUT, Subcommands, add_git_timeout_flag
 from reconciler.daemon.config import BY_NAME
 from reconciler.formats.run_record import latest_per_workflow, parse_record, recorded_runs
 from reconciler.gitops.git import GitError, GitRepo
@@ -34,7 +34,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def status(repo: str, branch: str, records_path: str, timeout: float = 30.0) -> str:
+def status(
+    repo: str, branch: str, records_path: str, timeout: float = GIT_COMMAND_TIMEOUT
+) -> str:
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as tmp:
         git = GitRepo(url=repo, workdir=Path(tmp), branch=branch, timeout=timeout)
         return render_status(asyncio.run(latest_runs(git, records_path)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+from collections.abc import Sequence
 
 from reconciler.manifest.checkrules import check_checks
 from reconciler.manifest.errors import FieldPath
@@ -19,16 +20,17 @@ OWN_GROUP = "reconciler.dev"
 
 def check_workflow(workflow: Workflow) -> list[Problem]:
     steps = workflow.spec.steps
-    problems = check_graph([(s.name, list(s.depends_on)) for s in steps])
+    graph = [(s.name, list(s.depends_on)) for s in steps]
+    problems = check_graph(graph)
     for i, step in enumerate(steps):
         problems.extend(_check_target(i, step))
     problems.extend(check_checks(workflow))
     if not problems:
-        problems.extend(_check_cycles([(s.name, list(s.depends_on)) for s in steps]))
+        problems.extend(_check_cycles(graph))
     return problems
 
 
-def check_graph(steps: list[tuple[str | None, list[str] | None]]) -> list[Problem]:
+def check_graph(steps: Sequence[tuple[str | None, Sequence[str] | None]]) -> list[Problem]:
     """Step names and dependencies: duplicates, self, unknown and repeated dependencies.
     Also run on a file that failed its schema (a None: a name or dependsOn the schema
     refused), so one `validate` shows these too."""
