@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -189,6 +190,16 @@ class _NodeStarter:
     def _start(cluster: KwokCluster) -> tuple[RealNode | None, str | None, list[str]]:
         binaries = node_bin_dir()
         said: list[str] = []
+        if not _hold_node_lock(binaries):
+            return (
+                None,
+                (
+                    "another e2e session on this machine has the real node (one per machine: its "
+                    "kubelet and containerd own fixed ports and paths); run the real-node tests in "
+                    "one session, as make test does"
+                ),
+                said,
+            )
         api = cluster.api_client()
         for workdir in reap_orphan_nodes(binaries, api):
             said.append(f"\n[e2e] stopped the real node {workdir} left behind by a killed session")
@@ -211,6 +222,22 @@ class _NodeStarter:
 
 
 _NODE = _NodeStarter()
+_NODE_LOCK: list[int] = []
+
+
+def _hold_node_lock(binaries: Path) -> bool:
+    """One real node per machine: an exclusive lock on its binaries' folder (no file left
+    behind), held until this process ends, also by kill -9."""
+    if _NODE_LOCK:
+        return True
+    fd = os.open(binaries, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _NODE_LOCK.append(fd)
+    return True
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,8 +16,11 @@ from figures import report
 from kubehelp import api, configmap, configmap_data, run_ids, wait_for  # noqa: F401
 from test_load import Usage, children_of
 
+from reconciler.kube.kubeconfig import API_CONNECTIONS
+
 CYCLES = int(os.environ.get("RECONCILER_SOAK_CYCLES", "40"))
 HISTORY = 3  # --execution-history: finished WorkflowExecutions kept per workflow
+LISTENERS = 2  # the HTTP listener (webhook, metrics) and the request that asked if it was quiet
 
 
 def one_step(name: str, namespace: str, value: int) -> str:
@@ -37,6 +40,19 @@ def open_pipes(pid: int) -> int:
         with contextlib.suppress(OSError):  # closed while we looked
             count += os.readlink(fd).startswith("pipe:")
     return count
+
+
+def sockets_and_others(pid: int) -> tuple[int, int]:
+    """Open sockets, and every other fd (files, pipes, eventfds)."""
+    fds = Path(f"/proc/{pid}/fd")
+    sockets = others = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            if os.readlink(fd).startswith("socket:"):
+                sockets += 1
+            else:
+                others += 1
+    return sockets, others
 
 
 def quiet(daemon: Daemon) -> bool:
@@ -83,7 +99,8 @@ def test_daemon_running_a_workflow_per_cycle_does_not_leak(
             # measured when quiet: its records pushed, no git child with its pipes open
             wait_for(lambda: quiet(daemon), 30, f"the daemon idle after cycle {i}", interval=0.05)
             usage.sample()
-            rows.append((i, usage.fds[-1], children_of(daemon.pid), usage.rss_kib[-1] / 1024))
+            sockets, others = sockets_and_others(daemon.pid)
+            rows.append((i, sockets, others, children_of(daemon.pid), usage.rss_kib[-1] / 1024))
     elapsed = time.monotonic() - started
     assert configmap_data(api, namespace, "soak") == {"N": str(CYCLES)}
     assert len(record_commits(remote, name, "Succeeded")) == CYCLES  # one run each, no more
@@ -94,9 +111,13 @@ def test_daemon_running_a_workflow_per_cycle_does_not_leak(
         f"\nsoak: the daemon process, {CYCLES} cycles of push -> run -> 2 record commits"
         f" ({elapsed / CYCLES:.2f} s a cycle; daemon CPU {usage.cpu_s:.1f} s)"
     )
-    report(f"{'cycle':>6} | {'fds':>4} | {'children':>8} | {'RSS MiB':>8}")
-    for cycle, fd, kids, rss in rows:
-        report(f"{cycle:>6} | {fd:>4} | {kids:>8} | {rss:>8.1f}")
-    (_, fd_10, _, rss_10), (_, fd_end, _, rss_end) = rows[1], rows[-1]
-    assert fd_end - fd_10 <= 4, f"file descriptors grew from {fd_10} to {fd_end}"
+    report(f"{'cycle':>6} | {'sockets':>7} | {'other fds':>9} | {'children':>8} | {'RSS MiB':>8}")
+    for cycle, sockets, others, kids, rss in rows:
+        report(f"{cycle:>6} | {sockets:>7} | {others:>9} | {kids:>8} | {rss:>8.1f}")
+    (_, _, others_10, _, rss_10), (_, sockets_end, others_end, _, rss_end) = rows[1], rows[-1]
+    assert others_end - others_10 <= 2, f"files and pipes grew from {others_10} to {others_end}"
+    # the API client's pool keeps as many connections as requests once overlapped, which
+    # depends on how loaded the machine is (+8 with a second e2e session beside it): bounded
+    # by the pool's size, a leak is not (make soak's 1000 cycles)
+    assert sockets_end <= API_CONNECTIONS + LISTENERS, f"{sockets_end} sockets open"
     assert rss_end - rss_10 < 20, f"RSS grew by {rss_end - rss_10:.1f} MiB"
