@@ -9,6 +9,8 @@ head, and a file that changed with every head would commit itself forever.
 
 from __future__ import annotations
 
+from reconciler.formats.escaping import markdown_code, markdown_text
+from reconciler.formats.tables import table
 from reconciler.manifest.errors import ManifestIssue, format_path
 
 ERRORS_FILE = "_errors.md"
@@ -39,13 +41,18 @@ def errors_markdown(issues: list[ManifestIssue]) -> bytes:
         "These files were not run (every other workflow was).",
         "Fix them and push; this file is rewritten on every revision, removed when all is valid.",
         "",
-        "| file | line | column | field | problem |",
-        "|---|---|---|---|---|",
     ]
-    for i in issues:
-        problem = i.message.replace("|", "\\|")
-        where = format_path(i.path) or "—"
-        lines.append(f"| `{i.file}` | {i.line} | {i.column} | `{where}` | {problem} |")
+    rows = [
+        (
+            markdown_code(i.file),
+            i.line,
+            i.column,
+            markdown_code(format_path(i.path) or "—"),
+            markdown_text(i.message),
+        )
+        for i in issues
+    ]
+    lines += table(["file", "line", "column", "field", "problem"], rows)
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -58,15 +65,16 @@ def errors_commit_message(issues: list[ManifestIssue]) -> str:
 def refused_markdown(judged: str, branch: str) -> bytes:
     # Names the judged commit, not the head: the head moves with every record commit.
     return (
-        f"# Refused revision\n\nCommit `{judged}` on `{branch}` is not signed"
-        " by an allowed key, so nothing in it was executed. Commits that only touch the"
-        " records path are not judged; the next signed commit runs.\n"
+        f"# Refused revision\n\nCommit {markdown_code(judged)} on {markdown_code(branch)}"
+        " is not signed by an allowed key, so nothing in it was executed. Commits that only"
+        " touch the records path are not judged; the next signed commit runs.\n"
     ).encode()
 
 
 def plan_markdown(name: str, order_text: str, branch: str, head: str, dry_run: str) -> bytes:
     return (
-        f"# Plan: {name} on `{branch}`\n\n"
-        f"What merging `{branch}` (at `{head[:12]}`) would run. Nothing here was executed.\n\n"
+        f"# Plan: {markdown_text(name)} on {markdown_code(branch)}\n\n"
+        f"What merging {markdown_code(branch)} (at `{head[:12]}`) would run."
+        " Nothing here was executed.\n\n"
         f"## Order\n\n```\n{order_text}\n```\n\n## Server-side dry run\n\n```\n{dry_run}\n```\n"
     ).encode()

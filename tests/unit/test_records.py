@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from fakes import FakeActions, Script, run_virtual, workflow
 from ruamel.yaml import YAML
@@ -56,10 +57,14 @@ def test_yaml_record_is_camel_case_with_rfc3339_times() -> None:
 def test_markdown_report_has_summary_graph_timeline_and_rollback() -> None:
     md = render_markdown(failed_run(), "workflows/checkout.yaml")
     assert md.startswith("# ↩️ checkout — RolledBack")
-    assert "| steps | 3/4 succeeded |" in md
+    assert re.search(r"\| steps +\| 3/4 succeeded \|", md)
     assert md.count("```mermaid") == 2
     assert "flowchart LR" in md and "  s0 --> s1" in md and "class s3 failed" in md
-    assert "gantt" in md and "dateFormat X" in md and "section rollback" in md
-    assert "| 1 | verify |" not in md  # the failed step changed nothing: not undone
+    assert "class s0 undone" in md and "class s1 irreversible" in md  # coloured by the undo
+    assert "gantt" in md and "dateFormat x" in md and "todayMarker off" in md
+    assert "section rollback" in md and "1. image · undone · 500ms :done, u1, 2000, 2500" in md
+    assert "2. kill · irreversible, nothing undone :milestone, u2, 2500, 2500" in md
+    assert "verify · 0s · failed :crit, s3, 2000, 2030" in md  # at least 1% of the run wide
+    assert not re.search(r"\| 1 +\| verify ", md)  # the failed step changed nothing: not undone
     assert "health check failed \\| 503" in md  # table cells escape pipes
     assert "DeletePod cannot be undone; skipped" in md

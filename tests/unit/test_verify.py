@@ -140,7 +140,7 @@ def test_the_record_shows_every_measurement_and_the_summary_names_the_failed_che
     checks = FakeChecks({"errors": ["Passed", "Failed!"]}, {"errors": ["0.004", "0.083"]})
     record = run(verified(count=4, failureCondition="result > 0.05"), checks)
     page = render_markdown(record)
-    summary = next(line for line in page.splitlines() if line.startswith("| message |"))
+    summary = next(line for line in page.splitlines() if line.startswith("| message "))
     assert "verify 'errors' failed: result = 0.083" in summary and "UTC" in summary
     assert "## Checks" in page
     row = next(line for line in page.splitlines() if line.startswith("| scale | errors |"))
