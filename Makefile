@@ -29,7 +29,7 @@ E2E        := tests/e2e
 # (the real node starts in the background when the session does: its tests come later)
 E2E_FIRST  := $(addprefix $(E2E)/,test_faults.py test_deploy_rbac.py test_checks_e2e.py \
 	test_image.py test_real_node.py test_daemon_pod.py test_examples.py test_soak.py \
-	test_workflow_runs.py test_zz_real_node_leaves_no_trace.py)
+	test_workflow_runs.py test_zz_real_node_leaves_no_trace.py test_zz_report_render.py)
 E2E_SECOND := $(filter-out $(E2E_FIRST),$(sort $(wildcard $(E2E)/test_*.py)))
 E2E_SCAN   := $(E2E)/test_zz_secret_scan.py
 
@@ -47,6 +47,7 @@ cluster:
 	bash tests/e2e/cluster/build.sh
 	bash tests/e2e/prometheus/build.sh
 	bash tests/e2e/node/build.sh
+	bash tests/render/build.sh
 
 # The daemon's OCI image from ./Dockerfile, without Docker (podman; image/build.sh).
 image:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,18 @@ class Remote:
     def files(self, folder: str) -> list[str]:
         out = sh("git", "ls-tree", "-r", "--name-only", "main", "--", folder, cwd=self.bare)
         return out.splitlines()
+
+
+def unpadded(markdown: str) -> str:
+    """A record's Markdown with its tables' padding taken out (formats/tables.py pads columns
+    for terminals), so a test compares rows as `| a | b |`."""
+    lines = []
+    for line in markdown.splitlines():
+        if line.startswith("|") and not line.startswith("|-"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            line = "| " + " | ".join(c.strip() for c in cells) + " |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def free_port() -> int:

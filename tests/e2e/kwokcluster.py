@@ -450,9 +450,7 @@ class KwokCluster:
             if len(ready) < NODES:
                 pending.append(f"{len(ready)} of {NODES} kwok nodes Ready")
         if since is not None:
-            pending += self._stale_leases(
-                api, since, kwok_nodes, release=self._restarting
-            )
+            pending += self._stale_leases(api, since, kwok_nodes, release=self._restarting)
         return pending
 
     @staticmethod

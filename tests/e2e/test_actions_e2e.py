@@ -97,8 +97,7 @@ def test_actions_apply_and_wait_for_real(api, namespace) -> None:
     assert record.phase == RunPhase.SUCCEEDED, record.message
     template = read_deployment(api, namespace, "web").spec.template
     assert (
-        template.metadata.annotations[RESTARTED_AT]
-        == record.steps["restart"].result["restartedAt"]
+        template.metadata.annotations[RESTARTED_AT] == record.steps["restart"].result["restartedAt"]
     )
     deleted = {p["uid"] for p in captured_state(api, record.steps["kill-pods"])["pods"]}
     live = {

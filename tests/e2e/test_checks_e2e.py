@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from daemonhelp import Daemon, Remote, daemons, remote, unpadded  # noqa: F401  (fixtures)
 from kubehelp import (  # noqa: F401
     api,
     configmap,
@@ -163,7 +163,7 @@ def test_verify_and_guards_decide_runs_on_real_measurements(
     assert "result = 0.2: result > 0.1" in bad and "decisive: true" in bad
     assert read_deployment(api, ns, "stays-bad").spec.replicas == 1
     assert configmap_data(api, ns, "cfg") == {"MODE": "old"}
-    page = markdown_of(remote, "stays-bad")
+    page = unpadded(markdown_of(remote, "stays-bad"))
     summary = next(line for line in page.splitlines() if line.startswith("| message |"))
     assert "verify 'error-rate' failed: result = 0.2: result > 0.1 at " in summary, summary
     order = [

@@ -22,6 +22,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     run_cli,
     scale_workflow,
     sh,
+    unpadded,
     webhook_daemon,
 )
 from figures import report
@@ -116,7 +117,7 @@ def test_invalid_manifest_is_recorded_and_valid_ones_still_run(
     )
     remote.commit_all("one good, one bad")
     wait_for(lambda: record_commits(remote, "good", "Succeeded"), 30, "good workflow ran")
-    errors = wait_for(lambda: remote.show("runs/_errors.md"), 10, "errors recorded")
+    errors = unpadded(wait_for(lambda: remote.show("runs/_errors.md"), 10, "errors recorded"))
     assert (
         "| `workflows/bad.yaml` | 8 | 7 | `spec.steps[0].action` | unknown action 'ScaleDeploymnt'; did you mean 'ScaleDeployment'? |"
         in errors

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from daemonhelp import Daemon, Remote, daemons, remote  # noqa: F401  (fixtures)
+from daemonhelp import Daemon, Remote, daemons, remote, unpadded  # noqa: F401  (fixtures)
 from examples_setup import (
     CANARY,
     MAINTENANCE_NODE,
@@ -91,16 +91,20 @@ def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_ur
         "CACHE_BACKEND": "redis-v1"
     }
     assert not k8s.CoreV1Api(api).read_node(MAINTENANCE_NODE).spec.unschedulable
-    failed = remote.show(
-        f"runs/demo-failed-canary/{next(w.run_id for w in loaded.workflows if w.name == 'demo-failed-canary')}.md"
+    failed = unpadded(
+        remote.show(
+            f"runs/demo-failed-canary/{next(w.run_id for w in loaded.workflows if w.name == 'demo-failed-canary')}.md"
+        )
     )
     assert "## Rollback" in failed and "| 2 | switch-cache | UpdateConfigMap | Undone |" in failed
     # the canary's container ran and failed: its exit code and its output are in the report
     assert "container step exited with code 1 (Error)" in failed, failed
     assert "probing http://catalog.shop/healthz" in failed and "wget: bad address" in failed
 
-    verified = remote.show(
-        f"runs/demo-verified-rollout/{next(w.run_id for w in loaded.workflows if w.name == 'demo-verified-rollout')}.md"
+    verified = unpadded(
+        remote.show(
+            f"runs/demo-verified-rollout/{next(w.run_id for w in loaded.workflows if w.name == 'demo-verified-rollout')}.md"
+        )
     )
     summary = next(line for line in verified.splitlines() if line.startswith("| message |"))
     assert "verify 'error-rate' failed: result = 0.08: result > 0.05 at " in summary, summary

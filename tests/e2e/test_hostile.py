@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import yaml as pyyaml
-from daemonhelp import Daemon, Remote, daemons, remote, sh  # noqa: F401  (fixtures)
+from daemonhelp import Daemon, Remote, daemons, remote, sh, unpadded  # noqa: F401  (fixtures)
 from figures import report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,7 +57,7 @@ def test_hostile_manifests_are_recorded_and_valid_ones_still_run(
         "valid ran",
     )
     assert read_deployment(api, namespace, "web").spec.replicas == 2
-    errors = wait_for(lambda: remote.show("runs/_errors.md"), 20, "errors recorded")
+    errors = unpadded(wait_for(lambda: remote.show("runs/_errors.md"), 20, "errors recorded"))
     # the loader, run here on the same files, says where each error is: the daemon's record
     # must say the same (file, line, column, field), for every file it rejects
     files = sorted(p for p in (remote.clone / "workflows").glob("*.yaml") if not p.is_symlink())
@@ -178,7 +178,7 @@ def test_generated_manifests_each_get_their_recorded_error_and_the_daemon_stays_
         wait_for(
             lambda: any(s.startswith("reconciler: valid ") for s in remote.log()), 60, "valid ran"
         )
-        errors = wait_for(lambda: remote.show("runs/_errors.md"), 30, "errors recorded")
+        errors = unpadded(wait_for(lambda: remote.show("runs/_errors.md"), 30, "errors recorded"))
         rejected = {Path(issue.file).name: issue for issue in oracle.issues}
         assert rejected, "a batch of random manifests with no invalid one: the oracle is broken"
         for name, issue in rejected.items():

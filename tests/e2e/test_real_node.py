@@ -99,9 +99,7 @@ def test_real_jobs_run_in_dependency_order_and_within_max_concurrent(
     )
     record = run_workflow(api, workflow_yaml("real-diamond", steps, "  maxConcurrent: 2\n"))
     assert record.phase == RunPhase.SUCCEEDED, record.message
-    span = {
-        s: container_span(api, namespace, run_object_name(record.run_id, s)) for s in "abcde"
-    }
+    span = {s: container_span(api, namespace, run_object_name(record.run_id, s)) for s in "abcde"}
     middle = [span[s] for s in "bcd"]
     assert all(span["a"][1] <= started for started, _ in middle), ("began before a ended", span)
     assert peak_overlap(middle) == 2, ("not two at a time", span)
