@@ -208,7 +208,9 @@ def check_applied_once(
       (capture, apply or wait), and an undo finished in it is never sent again;
     - a step is applied by a second process only if the one before left it interrupted
       after its capture (its apply may or may not have landed: at most one re-apply each);
-    - a capture's own writes (the capture Secret) happen once in all;
+    - a capture Secret is made once in all: a process killed after making it but before its
+      checkpoint said so captures again, and that create must be refused (409, the same
+      content, adopted); a capture already in a checkpoint is never made again;
     - with `one_write_each`, no process sends the same write (verb, object) twice within
       one step attempt (a drain retrying 429s does, so failover tests turn it off).
 
@@ -232,8 +234,18 @@ def check_applied_once(
                     f" interrupted: {[str(r) for r in writes[(step, 'apply', lives[i].pid)]]}"
                 )
         captures = [r for life in lives for r in writes.get((step, "capture", life.pid), [])]
-        if len({(r.verb, r.target) for r in captures}) != len(captures):
+        made: dict[str, int] = defaultdict(int)
+        for r in captures:
+            made[r.target] += r.code < 300
+        if any(n > 1 for n in made.values()):
             problems.append(f"step {step} captured twice: {[str(r) for r in captures]}")
+        for i, life in enumerate(lives):
+            checkpointed = set().union(*(lv.interrupted | lv.done for lv in lives[:i]))
+            if step in checkpointed and writes.get((step, "capture", life.pid)):
+                problems.append(
+                    f"step {step} captured again by {life} though its capture was in the"
+                    f" checkpoint: {[str(r) for r in writes[(step, 'capture', life.pid)]]}"
+                )
         for i, life in enumerate(lives):
             earlier_done = set().union(*(lv.done for lv in lives[:i]))
             earlier_undone = set().union(*(lv.undone for lv in lives[:i]))
