@@ -144,6 +144,37 @@ def test_graphs_are_readable_at_githubs_column_width(rendered, install: str) -> 
     report(f"  as a table of levels instead: {tables}")
 
 
+@pytest.mark.parametrize("install", INSTALLS)
+def test_on_the_whole_page_bars_are_in_proportion_and_undos_in_order(rendered, install) -> None:
+    """What a reviewer sees: the gantt as drawn in the page, scaled to the column."""
+    by_name = {c.name: c for c in cases()}
+    for page in rendered[install]["pages"]:
+        case = by_name[page["id"]]
+        gantt = next(d for d in page["diagrams"] if d["kind"] == "gantt")
+        label_of = {lb["id"].removesuffix("-text"): lb for lb in gantt["labels"]}
+        drawn = [
+            (label_of[t["id"]]["text"], t["width"]) for t in gantt["tasks"] if t["id"] in label_of
+        ]
+        measured = [
+            (prefix, seconds, next(w for text, w in drawn if text.startswith(prefix)))
+            for prefix, seconds in case.bars
+        ]
+        if measured:
+            px_per_second = sorted(w / s for _, s, w in measured)[len(measured) // 2]
+            off = [
+                (prefix, round(width, 1), round(seconds * px_per_second, 1))
+                for prefix, seconds, width in measured
+                if abs(width - seconds * px_per_second) > max(1.5, 0.05 * seconds * px_per_second)
+            ]
+            assert off == [], (page["id"], "(row, px drawn, px in proportion)", off)
+        ys = [
+            next(lb["y"] for lb in gantt["labels"] if lb["text"].startswith(prefix))
+            for prefix in case.undo_order
+        ]
+        assert ys == sorted(ys), (page["id"], ys)
+    assert any(by_name[p["id"]].undo_order for p in rendered[install]["pages"])
+
+
 def test_screenshots_of_whole_reports(rendered) -> None:
     shots: Path = rendered["shots"]
     for install in INSTALLS:
