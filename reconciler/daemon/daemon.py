@@ -41,6 +41,19 @@ LEADERSHIP_LOST = 2  # exit code: another replica leads now
 TASK_FAILED = 3  # exit code: a task that may not be restarted failed
 
 
+RETRY_FIRST = 1.0  # seconds after a failed sync; doubling while it keeps failing...
+RETRY_MOST = 30.0  # ...up to this, and never longer than the polling interval
+
+
+def sync_wait(interval: float, failures: int) -> float:
+    """How long the sync loop waits (a webhook or watch event wakes it sooner): the polling
+    interval, or after failed syncs a backoff, so a push seen while the remote or the API
+    was down is not left until the next interval (an hour, with webhooks)."""
+    if failures == 0:
+        return interval
+    return min(interval, RETRY_MOST, RETRY_FIRST * 2 ** (failures - 1))
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, kube: Kube) -> None:
         self.config = config
@@ -214,11 +227,12 @@ class Daemon:
         return 0 if not self.runs.crashed and not self.runs.unsuccessful else 1
 
     async def _sync_loop(self) -> None:
+        failures = 0
         while True:
-            await self.revisions.sync()
-            jitter = self.config.interval * random.uniform(-0.1, 0.1)
-            with contextlib.suppress(TimeoutError):  # the interval passed: poll anyway
-                await asyncio.wait_for(self.wake.wait(), self.config.interval + jitter)
+            failures = 0 if await self.revisions.sync() else failures + 1
+            wait = sync_wait(self.config.interval, failures)
+            with contextlib.suppress(TimeoutError):  # the wait passed: poll anyway
+                await asyncio.wait_for(self.wake.wait(), wait * random.uniform(0.9, 1.1))
             self.wake.clear()
 
     def _api_seen(self, ok: bool) -> None:

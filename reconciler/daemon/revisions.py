@@ -74,8 +74,10 @@ class Revisions:
         self.git_ok = False
         self.last_errors: bytes | None = None
 
-    async def sync(self) -> None:
+    async def sync(self) -> bool:
+        """One sync; False when git or the API failed it (the loop tries again soon)."""
         start = time.monotonic()
+        synced = False
         try:
             head = await self.git.remote_head()
             if head is None:
@@ -88,7 +90,7 @@ class Revisions:
                 self.synced_head = head
             if self.plans is not None:
                 await self.plans.plan_all()
-            self.git_ok = True
+            self.git_ok = synced = True
             self.metrics.last_sync.set(time.time())
         except GitError as err:
             self.git_ok = False
@@ -100,6 +102,7 @@ class Revisions:
         finally:
             self.metrics.sync_duration.observe(time.monotonic() - start)
         self.runs.start_ready()
+        return synced
 
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"

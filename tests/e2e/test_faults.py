@@ -24,6 +24,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     run_at_step,
     scale_workflow,
     sh,
+    webhook_daemon,
 )
 from figures import report
 from kubehelp import (  # noqa: F401  (fixtures)
@@ -125,6 +126,38 @@ def test_git_remote_down_then_rejecting_then_back_loses_nothing(
         f" {push_retries(second):.0f} after the restart; the spooled records pushed once each,"
         " on top of a person's commit (denyNonFastForwards on the remote)"
     )
+
+
+def test_a_sync_that_failed_is_tried_again_soon_not_at_the_next_interval(
+    api, namespace, kubeconfig, remote, daemons, tmp_path: Path
+) -> None:
+    """A webhook arrives while the remote is gone: the sync fails. The daemon polls once an
+    hour and nothing else will tell it, so it must try again by itself (a backoff from 1 s)
+    and run the push once the remote is back."""
+    deployment(api, namespace, "web", replicas=1)
+    secret = b"retry-secret"
+    daemon = webhook_daemon(remote, tmp_path, kubeconfig, secret)
+    daemons.append(daemon)
+    name = f"retried-{namespace[-8:]}"
+    remote.write("workflows/w.yaml", scale_workflow(name, namespace, 2))
+    remote.commit_all("pushed while the daemon's remote fails")
+    moved = remote.bare.with_name("gone.git")
+    remote.bare.rename(moved)
+    assert daemon.webhook(b'{"ref": "refs/heads/main"}', secret, delivery="r-1") == 202
+    wait_for(lambda: daemon.get("/readyz")[0] == 503, 15, "the sync failed: not ready")
+    moved.rename(remote.bare)
+    back = time.monotonic()
+    wait_for(
+        lambda: read_deployment(api, namespace, "web").spec.replicas == 2,
+        20,
+        "the push run without another webhook",
+    )
+    report(
+        f"a failed sync tried again: the push ran {time.monotonic() - back:.1f}s after the"
+        " remote came back (--interval 3600)"
+    )
+    assert "git sync failed" in daemon.logs()
+    wait_for(lambda: record_commits(remote, name, "Succeeded"), 30, "its record")
 
 
 def test_final_record_lost_with_the_pod_is_written_from_the_checkpoint(

@@ -196,3 +196,11 @@ def test_a_task_that_must_run_and_returns_fails_the_supervisor() -> None:
         return await asyncio.wait_for(supervisor.failed, 5)
 
     assert asyncio.run(main()).task == "sync"
+
+
+def test_a_failed_sync_is_retried_with_a_backoff_not_at_the_next_interval() -> None:
+    from reconciler.daemon.daemon import sync_wait
+
+    assert sync_wait(3600, 0) == 3600
+    assert [sync_wait(3600, n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert sync_wait(2, 5) == 2  # never longer than the polling interval
