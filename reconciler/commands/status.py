@@ -44,6 +44,17 @@ def status(
 
 async def latest_runs(git: GitRepo, records_path: str) -> list[Mapping[str, Any]]:
     await git.ensure()
+    if await git.remote_head() is None:  # else git's own "couldn't find remote ref"
+        branches = sorted(await git.remote_heads())
+        raise GitError(
+            f"it has no branch {git.branch}: "
+            + (
+                f"its branches are {', '.join(branches)} (choose one with --branch)"
+                if branches
+                else "the repository is empty (nothing was pushed to it yet)"
+            ),
+            transient=False,
+        )
     head = await git.fetch()
     if head is None:
         return []

@@ -324,6 +324,30 @@ def test_status_reads_a_relative_local_repository(
     assert capsys.readouterr().out.strip() == "no run records yet"
 
 
+def test_status_of_an_empty_repository_or_a_missing_branch_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q", "--bare", "-b", "main", "ops.git")
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--repo", "ops.git"]) == 1
+    err = capsys.readouterr().err
+    assert "it has no branch main: the repository is empty (nothing was pushed to it yet)" in err
+    assert "couldn't find remote ref" not in err
+    git("clone", "-q", "ops.git", "work")
+    (tmp_path / "work" / "README").write_text("ops\n")
+    git("-C", "work", "add", "README")
+    git("-C", "work", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "first")
+    git("-C", "work", "push", "-q", "origin", "HEAD:trunk")
+    assert main(["status", "--repo", "ops.git"]) == 1
+    assert "its branches are trunk (choose one with --branch)" in capsys.readouterr().err
+    assert main(["status", "--repo", "ops.git", "--branch", "trunk"]) == 0
+
+
 def test_status_gives_up_on_a_remote_that_never_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
