@@ -24,24 +24,25 @@ test-unit: $(STAMP)
 # The e2e suite as two pytest sessions at once, each with its own control plane: the suite
 # waits on leases, timeouts and polls far more than it computes (one session kept the 2 cores
 # 31% busy). The first has every test of the real node (one per machine), the second the
-# rest, new files included; each ends with its own secret scan of what it produced.
+# rest, new files included; each ends with its own render check and secret scan.
 E2E        := tests/e2e
 # (the real node starts in the background when the session does: its tests come later)
 E2E_FIRST  := $(addprefix $(E2E)/,test_faults.py test_deploy_rbac.py test_checks_e2e.py \
 	test_image.py test_real_node.py test_daemon_pod.py test_examples.py test_soak.py \
-	test_workflow_runs.py test_zz_real_node_leaves_no_trace.py test_zz_report_render.py)
-E2E_SECOND := $(filter-out $(E2E_FIRST),$(sort $(wildcard $(E2E)/test_*.py)))
-E2E_SCAN   := $(E2E)/test_zz_secret_scan.py
+	test_workflow_runs.py test_zz_real_node_leaves_no_trace.py)
+# both end with these: the render check of the reports they committed, the secret scan
+E2E_LAST   := $(addprefix $(E2E)/,test_zz_report_render.py test_zz_secret_scan.py)
+E2E_SECOND := $(filter-out $(E2E_FIRST) $(E2E_LAST),$(sort $(wildcard $(E2E)/test_*.py)))
 
 test-e2e: $(STAMP)
 	@if [ "$$RECONCILER_E2E_USE_KUBECONFIG" != "1" ]; then $(MAKE) --no-print-directory cluster; fi
 	$(MAKE) --no-print-directory -j2 --output-sync=target e2e-first e2e-second
 
 e2e-first: $(STAMP)
-	$(BIN)/pytest --durations=10 $(E2E_FIRST) $(E2E_SCAN)
+	$(BIN)/pytest --durations=10 $(E2E_FIRST) $(E2E_LAST)
 
 e2e-second: $(STAMP)
-	$(BIN)/pytest --durations=10 $(E2E_SECOND)
+	$(BIN)/pytest --durations=10 $(E2E_SECOND) $(E2E_LAST)
 
 cluster:
 	bash tests/e2e/cluster/build.sh
