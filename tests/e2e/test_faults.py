@@ -431,6 +431,7 @@ spec:
     # leadership lost: exit 2. Twice its shutdown took over 30 s on a slow machine (why is
     # not known yet); the claim is the exit and the silence after the thaw, not the speed
     assert a.proc.wait(timeout=90) == 2, a.logs()[-2000:]
+    exited_in = (datetime.now(UTC) - thawed).total_seconds()
     relax_budget()
     wait_for(lambda: record_commits(remote, "frozen", "Succeeded"), 90, "the standby finished")
     audit = AuditLog(audit_log)
@@ -442,5 +443,6 @@ spec:
     fenced = "not written: the lease was last renewed" in a.logs()
     report(
         "\nfrozen leader: thawed after the standby took over; no write of the run from it"
-        f" after the thaw ({'its write was fenced' if fenced else 'it noticed the loss first'})"
+        f" after the thaw ({'its write was fenced' if fenced else 'it noticed the loss first'});"
+        f" it exited {exited_in:.1f}s after the thaw"
     )
