@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The render check's tools (tests/e2e/test_report_render.py, test_zz_report_render.py):
-# Debian's Chromium and a font with Arial's metrics (what GitHub's CSS falls back to), and two
+# Debian's Chromium, a font with Arial's metrics (what GitHub's CSS falls back to) and one
+# for emoji (the reports' phase icons), and two
 # pinned installs of mermaid-cli from the npm registry, the oldest and the newest Mermaid that
 # GitHub and GitLab are known to serve (tests/render/mermaid-*/package.json and their locks),
 # each into ~/.cache/reconciler/render/mermaid-<which>-<hash of its lock>. No browser download:
@@ -11,7 +12,7 @@ root="$(cd "$here/../.." && pwd)"
 cache="${RECONCILER_CACHE:-$HOME/.cache/reconciler}/render"
 log() { echo "[render/build.sh $(date +%H:%M:%S)] $*"; }
 
-bash "$root/image/debian-packages.sh" chromium fonts-liberation2
+bash "$root/image/debian-packages.sh" chromium fonts-liberation2 fonts-noto-color-emoji
 if ! command -v npm >/dev/null 2>&1; then
     echo "ERROR: npm (Node.js >= 20) is needed for the render check's mermaid-cli; install Node.js" >&2
     exit 1
