@@ -10,7 +10,7 @@ top to bottom when its widest level does (a chain), else the table. Text must st
 
 from __future__ import annotations
 
-from reconciler.engine.record import RunRecord, StepRecord, UndoResult
+from reconciler.engine.record import RunRecord, StepRecord, UndoEntry, UndoResult
 from reconciler.formats.escaping import markdown_text, mermaid_text
 from reconciler.formats.tables import table
 
@@ -47,16 +47,17 @@ def graph(record: RunRecord) -> list[str]:
     """The Graph section's body."""
     levels = _levels(record)
     depth, width = len(levels), max((len(level) for level in levels), default=0)
-    node = max((_node_px(record, step) for step in record.steps.values()), default=0)
+    states = states_of(record)
+    node = max((_node_px(s, states[n][1]) for n, s in record.steps.items()), default=0)
     if width <= TALL_STEPS and _across(depth, node) <= READABLE_WIDTH_PX:
-        return _flowchart(record, "LR")
+        return _flowchart(record, states, "LR")
     if depth <= DEEP_LEVELS and _across(width, node) <= READABLE_WIDTH_PX:
-        return _flowchart(record, "TD")
-    return _level_table(record, levels, depth, width)
+        return _flowchart(record, states, "TD")
+    return _level_table(record, states, levels, depth, width)
 
 
-def _node_px(record: RunRecord, step: StepRecord) -> float:
-    small = f"{step.action} · {state_of(record, step)[1]}"
+def _node_px(step: StepRecord, said: str) -> float:
+    small = f"{step.action} · {said}"
     return max(NAME_PX * len(step.name), SMALL_PX * len(small)) + NODE_PADDING_PX
 
 
@@ -64,21 +65,24 @@ def _across(nodes: int, node_px: float) -> float:
     return nodes * node_px + max(0, nodes - 1) * RANK_GAP_PX
 
 
-def state_of(record: RunRecord, step: StepRecord) -> tuple[str, str]:
-    """(style class, words) of what happened to a step: its undo when it has one."""
-    undo = record.rollback and next(
-        (e for e in record.rollback.entries if e.step == step.name), None
-    )
-    if undo:
-        css, said = UNDO_STATE[undo.result]
-        return css, f"{step.phase.value}, {said}"
-    return step.phase.value.lower(), step.phase.value
+def states_of(record: RunRecord) -> dict[str, tuple[str, str]]:
+    """Each step's (style class, words) of what happened to it: its undo when it has one."""
+    undos: dict[str, UndoEntry] = {}
+    for entry in record.rollback.entries if record.rollback else []:
+        undos.setdefault(entry.step, entry)  # the first, as the rollback table lists it
+    states = {}
+    for name, step in record.steps.items():
+        if undo := undos.get(name):
+            css, said = UNDO_STATE[undo.result]
+            states[name] = (css, f"{step.phase.value}, {said}")
+        else:
+            states[name] = (step.phase.value.lower(), step.phase.value)
+    return states
 
 
-def _flowchart(record: RunRecord, direction: str) -> list[str]:
+def _flowchart(record: RunRecord, states: dict[str, tuple[str, str]], direction: str) -> list[str]:
     ids = {name: f"s{i}" for i, name in enumerate(record.steps)}
     out = ["```mermaid", f"flowchart {direction}"]
-    states = {name: state_of(record, step) for name, step in record.steps.items()}
     for name, step in record.steps.items():
         small = mermaid_text(f"{step.action} · {states[name][1]}")
         out.append(f'  {ids[name]}["{mermaid_text(name)}<br/><small>{small}</small>"]')
@@ -93,7 +97,13 @@ def _flowchart(record: RunRecord, direction: str) -> list[str]:
     return out
 
 
-def _level_table(record: RunRecord, levels: list[list[str]], depth: int, width: int) -> list[str]:
+def _level_table(
+    record: RunRecord,
+    states: dict[str, tuple[str, str]],
+    levels: list[list[str]],
+    depth: int,
+    width: int,
+) -> list[str]:
     out = [
         f"{len(record.steps)} steps in {depth} levels, up to {width} side by side: too large"
         " a graph to read at a page's width, so each level is a row (a step runs after steps"
@@ -103,9 +113,7 @@ def _level_table(record: RunRecord, levels: list[list[str]], depth: int, width: 
     rows = [
         (
             n,
-            ", ".join(
-                f"{markdown_text(s)} ({state_of(record, record.steps[s])[1]})" for s in level
-            ),
+            ", ".join(f"{markdown_text(s)} ({states[s][1]})" for s in level),
         )
         for n, level in enumerate(levels, 1)
     ]

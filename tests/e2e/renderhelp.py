@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +83,9 @@ def page_html(markdown: str) -> str:
 
 def render(
     install: str,
-    diagrams: list[Diagram],
-    pages: list[tuple[str, str, Path | None]] = (),  # type: ignore[assignment]
-    cli: list[Diagram] = (),  # type: ignore[assignment]
+    diagrams: Sequence[Diagram],
+    pages: Sequence[tuple[str, str, Path | None]] = (),
+    cli: Sequence[Diagram] = (),
     timeout: float = 600,
 ) -> dict:
     """Render with one install: every diagram (its SVG or error), `cli` again through

@@ -102,26 +102,23 @@ def wide(n: int, width: int, name_length: int = 0) -> Case:
     return Case(label, _record(label, RunPhase.SUCCEEDED, steps))
 
 
-def sub_second() -> Case:
-    times = [0.05, 0.4, 0.12, 0.3]
+def timed_chain(name: str, prefix: str, times: list[float]) -> Case:
+    """A chain whose steps took `times` seconds, one after the other."""
     steps, at = [], 0.0
     for i, took in enumerate(times):
-        steps.append(_step(f"quick-{i}", at, took, [f"quick-{i - 1}"] if i else []))
+        steps.append(_step(f"{prefix}-{i}", at, took, [f"{prefix}-{i - 1}"] if i else []))
         at += took
-    case = Case("sub-second", _record("sub-second", RunPhase.SUCCEEDED, steps))
-    case.bars = [(f"quick-{i} ", t) for i, t in enumerate(times)]
+    case = Case(name, _record(name, RunPhase.SUCCEEDED, steps))
+    case.bars = [(f"{prefix}-{i} ", t) for i, t in enumerate(times)]
     return case
+
+
+def sub_second() -> Case:
+    return timed_chain("sub-second", "quick", [0.05, 0.4, 0.12, 0.3])
 
 
 def multi_hour() -> Case:
-    times = [1800.0, 7200.0, 600.0]
-    steps, at = [], 0.0
-    for i, took in enumerate(times):
-        steps.append(_step(f"long-{i}", at, took, [f"long-{i - 1}"] if i else []))
-        at += took
-    case = Case("multi-hour", _record("multi-hour", RunPhase.SUCCEEDED, steps))
-    case.bars = [(f"long-{i} ", t) for i, t in enumerate(times)]
-    return case
+    return timed_chain("multi-hour", "long", [1800.0, 7200.0, 600.0])
 
 
 def rolled_back(result_of_second: UndoResult, phase: RunPhase) -> Case:

@@ -50,6 +50,17 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return out
 
 
+def out_of_proportion(measured: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """(row, seconds, px wide) -> the rows not drawn in proportion to the median px per
+    second (within 5% or 1.5 px): (row, px drawn, px in proportion)."""
+    px_per_second = sorted(w / s for _, s, w in measured)[len(measured) // 2]
+    return [
+        (prefix, round(width, 1), round(seconds * px_per_second, 1))
+        for prefix, seconds, width in measured
+        if abs(width - seconds * px_per_second) > max(1.5, 0.05 * seconds * px_per_second)
+    ]
+
+
 def drawn(rendered: dict, install: str, kind: str) -> dict[str, tuple[str, str]]:
     """Diagram id -> (its text, its SVG) of one kind."""
     texts = {d.id: d.text for d in rendered["diagrams"] if d.kind == kind}
@@ -94,12 +105,7 @@ def test_gantt_bars_are_in_proportion_to_durations(rendered, install: str) -> No
         for prefix, seconds in case.bars:
             bar = next(b for b in bars.values() if b.text.startswith(prefix))
             measured.append((prefix, seconds, bar.width))
-        px_per_second = sorted(w / s for _, s, w in measured)[len(measured) // 2]
-        off = [
-            (prefix, round(width, 1), round(seconds * px_per_second, 1))
-            for prefix, seconds, width in measured
-            if abs(width - seconds * px_per_second) > max(1.5, 0.05 * seconds * px_per_second)
-        ]
+        off = out_of_proportion(measured)
         assert off == [], (case.name, "(row, px drawn, px in proportion)", off)
 
 
@@ -160,12 +166,7 @@ def test_on_the_whole_page_bars_are_in_proportion_and_undos_in_order(rendered, i
             for prefix, seconds in case.bars
         ]
         if measured:
-            px_per_second = sorted(w / s for _, s, w in measured)[len(measured) // 2]
-            off = [
-                (prefix, round(width, 1), round(seconds * px_per_second, 1))
-                for prefix, seconds, width in measured
-                if abs(width - seconds * px_per_second) > max(1.5, 0.05 * seconds * px_per_second)
-            ]
+            off = out_of_proportion(measured)
             assert off == [], (page["id"], "(row, px drawn, px in proportion)", off)
         ys = [
             next(lb["y"] for lb in gantt["labels"] if lb["text"].startswith(prefix))
