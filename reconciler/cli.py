@@ -1,9 +1,9 @@
 """Command line: a thin shell over the same functions the daemon uses; one module per
 command under commands/.
 
-Exit codes: 0 success, 1 invalid input or a failed run, 2 usage error (argparse's own),
-70 a bug (an exception nothing expected: one line, never a traceback unless
-RECONCILER_DEBUG=1), 130 interrupted.
+Exit codes: 0 success, 1 invalid input, a failed run or a decision not committed or pushed
+(`approve`), 2 usage error (argparse's own), 70 a bug (an exception nothing expected: one
+line, never a traceback unless RECONCILER_DEBUG=1), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from reconciler import __version__
 from reconciler.commands import (
+    approve,
     completion,
     daemon,
     plan,
@@ -25,7 +26,7 @@ from reconciler.commands import (
     validate,
 )
 
-COMMANDS = (validate, plan, run, daemon, status, rollback, schema, completion)
+COMMANDS = (validate, plan, run, daemon, status, rollback, approve, schema, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

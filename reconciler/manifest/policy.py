@@ -4,13 +4,14 @@ and the ServiceAccounts a Custom pod may run as; cluster-scoped kinds only where
 the tenant ServiceAccount each step impersonates, so that the API server bounds what it does.
 Violations are validation errors (file:line of the offending field): nothing of such a
 workflow ever executes. The same checks run at `validate`, at run start, on resume and on
-`reconciler rollback`. The file format is parsed in manifest/policy_file.py.
+`reconciler rollback`. The file format is parsed in manifest/policy_file.py. It also names
+who may approve a step (`approvers`; the approvals themselves are commits, gitops/approvals.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,28 @@ class ClusterRules:
 
 
 @dataclass(frozen=True)
+class Approvers:
+    """Who may approve a step: each person's SSH public keys (their approval commits are
+    verified against them; the identity is the signer's principal) and groups of people."""
+
+    people: dict[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> keys
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> identities
+
+    def expand(self, names: Iterable[str]) -> tuple[frozenset[str], list[str]]:
+        """(the people these identities and groups name, the names that are neither)."""
+        people: set[str] = set()
+        unknown: list[str] = []
+        for name in names:
+            if name in self.groups:
+                people |= self.groups[name]
+            elif name in self.people:
+                people.add(name)
+            else:
+                unknown.append(name)
+        return frozenset(people), unknown
+
+
+@dataclass(frozen=True)
 class Policy:
     protected: frozenset[str] = frozenset(DEFAULT_PROTECTED)
     # namespace -> rules; "*" for any other; None: `default` everywhere. A namespace neither
@@ -96,6 +119,7 @@ class Policy:
     cluster: ClusterRules = ClusterRules()
     home: str = DEFAULT_NAMESPACE  # the daemon's namespace: where the cluster account lives
     source: str = "policy"
+    approvers: Approvers = Approvers()  # none: no step with an `approval` can be approved
 
     @classmethod
     def load(
@@ -221,6 +245,32 @@ def _check_pods(
                     "serviceAccountNames in the policy",
                 )
             )
+    return problems
+
+
+def check_approval_spec(required: int, approvers: Sequence[str], policy: Policy) -> list[str]:
+    """What is wrong with a step's `approval` against the policy's approvers: names that are
+    neither a person nor a group, or more approvals required than there are people to give
+    them (the step would wait for its timeout every time)."""
+    from reconciler.manifest.checks import suggest  # here: checks may come to import us
+
+    if required < 1:
+        return [f"approval.required is {required}: it must be at least 1"]
+    if not approvers:
+        return ["approval.approvers is empty: name people or groups of the policy's approvers"]
+    people, unknown = policy.approvers.expand(approvers)
+    known = [*policy.approvers.people, *policy.approvers.groups]
+    problems = [
+        f"approval.approvers: {name!r} is neither a person nor a group under approvers in"
+        f" {policy.source}{suggest(name, known)}"
+        for name in unknown
+    ]
+    if not unknown and required > len(people):
+        problems.append(
+            f"approval.required is {required}, but approval.approvers name only {len(people)}"
+            f" {'person' if len(people) == 1 else 'people'} ({', '.join(sorted(people))}):"
+            " lower it or name more approvers"
+        )
     return problems
 
 

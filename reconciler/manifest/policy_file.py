@@ -18,10 +18,17 @@ cluster:
   kinds: [rbac.authorization.k8s.io/ClusterRole]   # cluster-scoped Apply (default: none)
   serviceAccount: reconciler-cluster  # impersonated, in the daemon's namespace
 nodes: [CordonNode]                   # short form of cluster.actions
+approvers:                            # who may approve a step's `approval` (default: nobody)
+  people:                             # identity -> SSH public keys (the .pub file's line)
+    alice@example.com: ["ssh-ed25519 AAAAC3Nza... alice@laptop"]
+  groups:
+    sre-leads: [alice@example.com]    # people, not other groups
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +39,8 @@ from reconciler.manifest.checks import suggest
 from reconciler.manifest.schema import ACTIONS
 
 if TYPE_CHECKING:
-    from reconciler.manifest.policy import ClusterRules, NamespaceRules, Policy
+    from reconciler.manifest.errors import FieldPath
+    from reconciler.manifest.policy import Approvers, ClusterRules, NamespaceRules, Policy
 
 TOP = {
     "serviceAccount",
@@ -42,10 +50,25 @@ TOP = {
     "namespaces",
     "cluster",
     "nodes",
+    "approvers",
 }
 PER_NAMESPACE = {"actions", "serviceAccount", "applyKinds", "images", "serviceAccountNames"}
 CLUSTER = {"actions", "kinds", "serviceAccount"}
 NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a ServiceAccount name
+APPROVERS = {"people", "groups"}
+# An approver's identity is a principal in an allowed_signers file and a file name
+# (approvals/<run>/<step>/<identity>.yaml): no space, quote or comma (they would split that
+# line), no * ? ! (principals there are patterns) and no / (a path).
+IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,127}")
+KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+)
 
 
 class PolicyError(ValueError):
@@ -55,7 +78,7 @@ class PolicyError(ValueError):
 def read_policy(
     cls: type[Policy], protected: frozenset[str], file: Path | None, home: str
 ) -> Policy:
-    from reconciler.manifest.policy import ClusterRules, NamespaceRules
+    from reconciler.manifest.policy import Approvers, ClusterRules, NamespaceRules
 
     if file is None:
         return cls(protected=protected, home=home)
@@ -91,7 +114,8 @@ def read_policy(
             for ns, value in raw.items()
         }
     cluster = _cluster(where, doc, ClusterRules)
-    return cls(protected, namespaces, default, cluster, home, str(file))
+    approvers = _approvers(where, doc.get("approvers"), Approvers)
+    return cls(protected, namespaces, default, cluster, home, str(file), approvers)
 
 
 def _namespace(where: _Where, at: str, value: Any, default: NamespaceRules) -> NamespaceRules:
@@ -130,6 +154,75 @@ def _cluster(where: _Where, doc: dict[str, Any], rules: type[ClusterRules]) -> C
     )
 
 
+def _approvers(where: _Where, value: Any, cls: type[Approvers]) -> Approvers:
+    raw = where.mapping(_or(value, {}), "approvers", APPROVERS)
+    people: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}  # key -> identity: a signature must name one person
+    for identity, keys in where.mapping(
+        _or(raw.get("people"), {}), "approvers.people", None
+    ).items():
+        at = f"approvers.people.{identity}"
+        path = ("approvers", "people", identity)
+        where.identity(identity, at, path)
+        if not isinstance(keys, list) or not keys:
+            raise where.fail(
+                at,
+                'must be a list of SSH public keys, e.g. ["ssh-ed25519 AAAA... alice"]'
+                " (the line of their .pub file)",
+                path,
+            )
+        mine: list[str] = []
+        for i, text in enumerate(keys):
+            key, problem = public_key(text)
+            if (other := owner.get(key or "")) is not None:
+                problem = f"the same key as {other}'s: a signature must name one person"
+            if problem or key is None:
+                raise where.fail(f"{at}[{i}]", problem or "not a key", (*path, i))
+            owner[key] = identity
+            mine.append(key)
+        people[identity] = tuple(mine)
+    groups: dict[str, frozenset[str]] = {}
+    listed = where.mapping(_or(raw.get("groups"), {}), "approvers.groups", None)
+    for name, members in listed.items():
+        at, path = f"approvers.groups.{name}", ("approvers", "groups", name)
+        where.identity(name, at, path)
+        if name in people:
+            raise where.fail(at, "is also a person under approvers.people: rename the group", path)
+        if not isinstance(members, list) or not members:
+            raise where.fail(at, "must be a list of people, e.g. [alice@example.com]", path)
+        for i, member in enumerate(members):
+            if not isinstance(member, str) or member not in people:
+                problem = (
+                    f"{member!r} is a group: a group lists people, not other groups"
+                    if member in listed
+                    else f"{member!r} is not a person under approvers.people"
+                    + suggest(str(member), people)
+                )
+                raise where.fail(f"{at}[{i}]", problem, (*path, i))
+        groups[str(name)] = frozenset(members)
+    return cls(people, groups)
+
+
+def public_key(text: Any) -> tuple[str | None, str | None]:
+    """("<type> <base64>" of an OpenSSH public key line, None) or (None, what is wrong): the
+    blob must decode and begin with its own type, so that a truncated or mangled paste is
+    refused here rather than never matching a signature."""
+    parts = text.split() if isinstance(text, str) else []
+    if len(parts) < 2:
+        return None, "not an SSH public key: expected '<type> <base64> [comment]' (a .pub file)"
+    kind, blob = parts[0], parts[1]
+    if kind not in KEY_TYPES:
+        known = ", ".join(KEY_TYPES)
+        return None, f"{kind!r} is not an SSH key type git can verify (known: {known})"
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return None, "the key is not valid base64: copy the whole line of the .pub file"
+    if raw[4 : 4 + int.from_bytes(raw[:4], "big")] != kind.encode():
+        return None, f"the key's data is not a {kind} key: copy the whole line of the .pub file"
+    return f"{kind} {blob}", None
+
+
 def _or(value: Any, default: Any) -> Any:
     """An empty list given is a choice (none allowed); only an absent field defaults."""
     return default if value is None else value
@@ -142,9 +235,20 @@ class _Where:
         self.file = file
         self.document = document
 
-    def fail(self, at: str, message: str) -> PolicyError:
-        line, column = self.document.locate(tuple(at.split("."))) if self.document else (1, 1)
+    def fail(self, at: str, message: str, path: FieldPath | None = None) -> PolicyError:
+        """`path` where `at` cannot be split at its dots (an identity such as a@example.com)."""
+        where = tuple(at.split(".")) if path is None else path
+        line, column = self.document.locate(where) if self.document else (1, 1)
         return PolicyError(f"{self.file}:{line}:{column}: {at or 'the document'}: {message}")
+
+    def identity(self, value: Any, at: str, path: FieldPath) -> None:
+        if not isinstance(value, str) or not IDENTITY.fullmatch(value):
+            raise self.fail(
+                at,
+                f"{value!r} cannot be an approver's name: letters, digits and . _ + @ -"
+                " only (it becomes an allowed_signers principal and a file name)",
+                path,
+            )
 
     def mapping(self, value: Any, at: str, keys: set[str] | None) -> dict[str, Any]:
         if not isinstance(value, dict):

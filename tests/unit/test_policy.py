@@ -248,12 +248,108 @@ def test_docs_policy_md_describes_every_field_and_its_example_loads(tmp_path: Pa
     text = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
     table = text.split("## Fields", 1)[1].split("\n\n", 2)[1]
     rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]}
-    expected = TOP | {f"namespaces.<ns>.{f}" for f in {"actions"}} | {
-        f"cluster.{f}" for f in CLUSTER
-    }
+    expected = (
+        TOP | {f"namespaces.<ns>.{f}" for f in {"actions"}} | {f"cluster.{f}" for f in CLUSTER}
+    )
     assert expected <= rows, expected - rows
     assert set(TOP) | {"actions"} >= PER_NAMESPACE  # the per-namespace fields are top-level ones
     example = tmp_path / "policy.yaml"
     example.write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0])
     policy = Policy.load(DEFAULT_PROTECTED, example)
     assert policy.namespaces is not None and set(policy.namespaces) == {"shop", "payments", "*"}
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAYR2oQAR6BopyNA2Gc3LDEbrbOaV2VzHeXKF130RjyH"
+ED25519_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOIWTDcIJ1vm2kN/8Q0tTc6SG8aqkSMcv9nM4LYeuGdQ"
+
+
+def test_the_approvers_section_names_people_by_their_keys_and_groups_of_them(
+    tmp_path: Path,
+) -> None:
+    file = write(
+        tmp_path,
+        f"approvers:\n  people:\n    alice@example.com: ['{ED25519} alice@laptop']\n"
+        f"    bob.smith+ops@example.com: ['{ED25519_B}']\n"
+        "  groups:\n    sre-leads: [alice@example.com, bob.smith+ops@example.com]\n",
+    )
+    approvers = Policy.load(DEFAULT_PROTECTED, file).approvers
+    assert approvers.people == {  # the comment is not part of the key
+        "alice@example.com": (ED25519,),
+        "bob.smith+ops@example.com": (ED25519_B,),
+    }
+    assert approvers.groups == {
+        "sre-leads": frozenset({"alice@example.com", "bob.smith+ops@example.com"})
+    }
+    assert approvers.expand(["sre-leads", "alice@example.com", "carol"]) == (
+        frozenset({"alice@example.com", "bob.smith+ops@example.com"}),
+        ["carol"],
+    )
+    assert Policy.load(DEFAULT_PROTECTED, None).approvers.people == {}  # default: nobody
+    assert Policy.load(DEFAULT_PROTECTED, write(tmp_path, "approvers:\n")).approvers.groups == {}
+
+
+PERSON = f"approvers:\n  people:\n    alice@example.com: ['{ED25519}']\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("approvers: [alice]\n", "1:1: approvers: must be a mapping, not list"),
+        ("approvers: {poeple: {}}\n", "approvers: unknown field(s) poeple; did you mean 'people'?"),
+        (
+            "approvers:\n  people:\n    alice@example.com: ssh-ed25519\n",
+            "3:5: approvers.people.alice@example.com: must be a list of SSH public keys",
+        ),
+        (
+            "approvers:\n  people:\n    alice@example.com: [AAAAC3NzaC1]\n",
+            "approvers.people.alice@example.com[0]: not an SSH public key: expected '<type> <base64>",
+        ),
+        (
+            "approvers:\n  people:\n    alice@example.com: ['ssh-dss AAAAB3NzaC1kc3M=']\n",
+            "'ssh-dss' is not an SSH key type git can verify",
+        ),
+        (
+            "approvers:\n  people:\n    alice@example.com: ['ssh-ed25519 AAAA!!']\n",
+            "the key is not valid base64",
+        ),
+        (
+            f"approvers:\n  people:\n    alice@example.com: ['{ED25519.replace('ed25519', 'rsa', 1)}']\n",
+            "the key's data is not a ssh-rsa key",
+        ),
+        (
+            f"approvers:\n  people:\n    'Alice Smith': ['{ED25519}']\n",
+            "3:5: approvers.people.Alice Smith: 'Alice Smith' cannot be an approver's name",
+        ),
+        (
+            f"approvers:\n  people:\n    'a,b': ['{ED25519}']\n",
+            "'a,b' cannot be an approver's name",
+        ),
+        (f"approvers:\n  people:\n    '\"a\"': ['{ED25519}']\n", "cannot be an approver's name"),
+        (
+            PERSON + f"    bob@example.com: ['{ED25519}']\n",
+            "4:23: approvers.people.bob@example.com[0]: the same key as alice@example.com's",
+        ),
+        (
+            PERSON + "  groups:\n    ops: [alice@example.com, bob@example.com]\n",
+            "5:30: approvers.groups.ops[1]: 'bob@example.com' is not a person under approvers.people;"
+            " did you mean 'alice@example.com'?",
+        ),
+        (
+            PERSON + "  groups:\n    alice@example.com: [alice@example.com]\n",
+            "approvers.groups.alice@example.com: is also a person under approvers.people",
+        ),
+        (
+            PERSON + "  groups:\n    a: [alice@example.com]\n    b: [a]\n",
+            "approvers.groups.b[0]: 'a' is a group: a group lists people, not other groups",
+        ),
+        (PERSON + "  groups:\n    ops: []\n", "approvers.groups.ops: must be a list of people"),
+    ],
+)
+def test_a_bad_approvers_section_names_the_file_line_and_field(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    file = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        Policy.load(DEFAULT_PROTECTED, file)
+    assert str(err.value).startswith(f"{file}:") and fragment in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
