@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.actions.base import Action, poll
 from reconciler.actions.deployments import rollout_progress
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import FIELD_MANAGER, Kube
 from reconciler.manifest.schema import StepBase
 
@@ -81,10 +81,10 @@ class Apply(Action):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         manifest = manifest_of(step)
         what, path = await self._path(kube, manifest)
-        await kube.write(
+        written = await kube.write(
             what,
             "PATCH",
             path,
@@ -92,6 +92,9 @@ class Apply(Action):
             "application/apply-patch+yaml",
             {"fieldManager": FIELD_MANAGER, "force": "true"},
         )
+        meta = written.get("metadata") or {}
+        outputs = {"uid": str(meta.get("uid", "")), "created": bool(captured["created"])}
+        return {OUTPUTS_KEY: {**outputs, "resourceVersion": str(meta.get("resourceVersion", ""))}}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         if kube.dry_run:

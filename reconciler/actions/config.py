@@ -23,7 +23,7 @@ from reconciler.actions.base import (
     target_of,
 )
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.origin import acting_as
 from reconciler.kube.paths import ns_path
@@ -64,6 +64,12 @@ def undo_target(original: dict[str, str], new_keys: list[str], mode: str) -> Dat
     if mode == "replace":
         return DataTarget(dict(original), exact=True)
     return DataTarget({k: original.get(k) for k in new_keys}, exact=False)
+
+
+def data_outputs(written: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """What later steps may use of a data write: never a value (a Secret's stays secret)."""
+    version = str((written.get("metadata") or {}).get("resourceVersion", ""))
+    return {OUTPUTS_KEY: {"resourceVersion": version, "changedKeys": len(patch["data"])}}
 
 
 async def wait_for_data(
@@ -110,10 +116,11 @@ class UpdateConfigMap(DataAction):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         what, path = self._where(step)
         current = await self._data(kube, step)
-        await kube.merge_patch(what, path, self._target(step).patch(current))
+        patch = self._target(step).patch(current)
+        return data_outputs(await kube.merge_patch(what, path, patch), patch)
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         await wait_for_data(
@@ -198,8 +205,10 @@ class UpdateSecret(DataAction):
         what, path = self._where(step)
         current = await self._data(kube, step)
         target = await self._target(kube, step, captured)
-        await kube.merge_patch(what, path, target.patch(current))
+        patch = target.patch(current)
+        written = await kube.merge_patch(what, path, patch)
         return {  # what the step did to each key; never a value, nor a digest of one
+            **data_outputs(written, patch),
             "keys": {
                 k: "set" if v is not None else "removed" for k, v in sorted(target.values.items())
             },

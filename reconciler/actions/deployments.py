@@ -7,7 +7,7 @@ from typing import Any
 
 from reconciler.actions.base import Action, poll, target_of
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.paths import ns_path
 from reconciler.manifest.schema import StepBase
@@ -80,9 +80,11 @@ class ScaleDeployment(DeploymentAction):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         what, path = deployment(step)
-        await kube.merge_patch(what, path, {"spec": {"replicas": step.params.replicas}})  # type: ignore[attr-defined]
+        replicas = step.params.replicas  # type: ignore[attr-defined]
+        await kube.merge_patch(what, path, {"spec": {"replicas": replicas}})
+        return {OUTPUTS_KEY: {"previousReplicas": captured["replicas"], "replicas": replicas}}
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
@@ -118,10 +120,11 @@ class UpdateImage(DeploymentAction):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         what, path = deployment(step)
         params = step.params  # type: ignore[attr-defined]
         await kube.strategic_patch(what, path, image_patch(params.container, params.image))
+        return {OUTPUTS_KEY: {"previousImage": captured["image"], "image": params.image}}
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
@@ -156,4 +159,5 @@ class RestartDeployment(DeploymentAction):
             }
         }
         await kube.strategic_patch(what, path, patch)
-        return {"restartedAt": captured["restartedAt"]}  # what it wrote, for the record
+        wrote = captured["restartedAt"]  # what it wrote, for the record and later steps
+        return {"restartedAt": wrote, OUTPUTS_KEY: {"restartedAt": wrote}}

@@ -4,11 +4,12 @@ goes into the run record."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from reconciler.actions.base import Action, create_owned, poll, run_labels, run_object_name
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.paths import ns_path
 from reconciler.manifest.params import JobSpec
@@ -120,6 +121,32 @@ async def newest_pod(kube: Kube, namespace: str, job: str) -> dict[str, Any] | N
     return items[-1] if items else None
 
 
+def termination_outputs(pod: dict[str, Any] | None, job: str) -> dict[str, Any]:
+    """The JSON object the step's container wrote to its termination message (Tekton's
+    results mechanism: /dev/termination-log, 4 KiB), the outputs a Custom step declares."""
+    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        ended = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == "step" and ended:
+            text = ended.get("message") or ""
+            try:
+                values = json.loads(text)
+            except ValueError:
+                values = None
+            if isinstance(values, dict):
+                return values
+            shown = text[:80] + ("..." if len(text) > 80 else "")
+            raise PermanentError(
+                f"outputs: job {job}'s container wrote {shown!r} as its termination message,"
+                " not a JSON object; write one (e.g. echo '{\"lag\": 3}' >"
+                " /dev/termination-log) as its last act",
+                changed=True,
+            )
+    raise PermanentError(
+        f"outputs: job {job} declares outputs, but no ended container of its pod was found",
+        changed=True,
+    )
+
+
 def termination(pod: dict[str, Any]) -> str:
     """How the step's container ended, in words: `container step exited with code 3 (Error)`."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -134,9 +161,7 @@ def termination(pod: dict[str, Any]) -> str:
     return ""
 
 
-async def log_tail(
-    kube: Kube, namespace: str, job: str, pod: dict[str, Any] | None = None
-) -> str:
+async def log_tail(kube: Kube, namespace: str, job: str, pod: dict[str, Any] | None = None) -> str:
     """Last lines of the Job's newest pod; best effort (fake kubelets may have no logs)."""
     try:
         if pod is None:
@@ -172,7 +197,11 @@ class Custom(Action):
     ) -> dict[str, Any] | None:
         if kube.dry_run:
             return None
-        return await wait_job(kube, captured["namespace"], captured["job"], ctx)
+        outcome = await wait_job(kube, captured["namespace"], captured["job"], ctx)
+        if step.params.outputs:  # type: ignore[attr-defined]
+            pod = await newest_pod(kube, captured["namespace"], captured["job"])
+            outcome[OUTPUTS_KEY] = termination_outputs(pod, captured["job"])
+        return outcome
 
     async def undo(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any

@@ -7,7 +7,7 @@ from typing import Any
 from reconciler.actions.base import Action, poll
 from reconciler.attempt import Backoff, attempt
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Forbidden, NotFound, TooManyRequests
 from reconciler.kube.paths import cluster_path, ns_path
@@ -50,8 +50,9 @@ class _NodeFlag(Action):
 
     async def apply(
         self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext, owner: Any
-    ) -> None:
+    ) -> dict[str, Any]:
         await _set_unschedulable(kube, step, self.target_value)
+        return {OUTPUTS_KEY: {"wasUnschedulable": captured["unschedulable"]}}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         await _wait_unschedulable(kube, step, self.target_value, ctx)
@@ -157,7 +158,7 @@ class DrainNode(Action):
             backoff=EVICTION_BACKOFF,
             on_retry=note,
         )
-        return {"evicted": evicted}
+        return {"evicted": evicted, OUTPUTS_KEY: {"evictedPods": len(evicted)}}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         async def check() -> str | None:

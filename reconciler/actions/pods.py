@@ -7,7 +7,7 @@ from typing import Any
 
 from reconciler.actions.base import Action, poll
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Conflict, NotFound
 from reconciler.kube.paths import ns_path
@@ -58,7 +58,8 @@ class DeletePod(Action):
             with contextlib.suppress(NotFound, Conflict):
                 path = ns_path("v1", namespace, "pods", pod["name"])
                 await kube.delete(what, path, query, missing_ok=False, body=body)
-        return {"deleted": [p["name"] for p in captured["pods"]]}
+        deleted = [p["name"] for p in captured["pods"]]
+        return {"deleted": deleted, OUTPUTS_KEY: {"deletedPods": len(deleted)}}
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         namespace = step.target.namespace

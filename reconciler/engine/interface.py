@@ -15,6 +15,9 @@ from reconciler.manifest.checkspec import Check
 from reconciler.manifest.schema import CustomStep, StepBase
 
 Captured = dict[str, Any]
+# The key of apply's or wait's result that holds the step's outputs (docs/outputs.md):
+# values later steps reference, checked against what the step declares.
+OUTPUTS_KEY = "outputs"
 
 
 @dataclass

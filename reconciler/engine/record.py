@@ -107,6 +107,8 @@ class StepRecord:
     continue_on_failure: bool = False
     applied: bool = False  # applied and waited for: a resumed run only verifies it again
     checks: list[CheckRecord] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None  # what later steps may reference, typed
+    skipped_by_when: bool = False  # Skipped because its `when` was false: finished, not cut
 
 
 @dataclass
@@ -219,6 +221,8 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
             continue_on_failure=bool(s.get("continue_on_failure")),
             applied=bool(s.get("applied")),
             checks=[_check_from_dict(c) for c in s.get("checks") or []],
+            outputs=s.get("outputs"),
+            skipped_by_when=bool(s.get("skipped_by_when")),
         )
     rollback = None
     if data.get("rollback"):

@@ -12,13 +12,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from reconciler.engine.bindings import concrete
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
 from reconciler.engine.interface import Actions, Checks
+from reconciler.engine.launch import launch
 from reconciler.engine.record import RunPhase, RunRecord, StepPhase, StepRecord, Transition
 from reconciler.engine.rollback import plan_rollback, run_rollback
 from reconciler.engine.slots import PrioritySlots, RunTickets
-from reconciler.engine.step import run_step
 from reconciler.manifest.durations import format_duration
 from reconciler.manifest.identity import content_hash, run_id
 from reconciler.manifest.schema import StepBase, Workflow
@@ -68,7 +69,7 @@ class Engine:
         chosen = actions or self.actions
         if chosen is None:
             raise ValueError("no actions: pass them to Engine() or to run()")
-        run = _Run(
+        run = WorkflowRun(
             self,
             workflow,
             digest or content_hash(workflow),
@@ -83,7 +84,7 @@ class Engine:
         return await run.execute()
 
 
-class _Run:
+class WorkflowRun:
     def __init__(
         self,
         engine: Engine,
@@ -101,7 +102,7 @@ class _Run:
         self.workflow = workflow
         self.cancel = cancel
         self.steps: dict[str, StepBase] = {s.name: s for s in workflow.spec.steps}
-        self._started: set[str] = set()
+        self.started_steps: set[str] = set()
         self.dag = Dag.from_workflow(workflow)
         self.record = RunRecord(
             workflow=workflow.metadata.name,
@@ -125,7 +126,7 @@ class _Run:
         if record.run_id != self.record.run_id:
             raise ValueError(f"checkpoint is for {record.run_id}, not {self.record.run_id}")
         for step in record.steps.values():
-            if step.phase in INTERRUPTED:
+            if step.phase in INTERRUPTED and not step.skipped_by_when:
                 step.phase = StepPhase.PENDING  # interrupted: run again from its captured state
                 if step.captured is not None:
                     # Its apply may have reached the cluster just before the crash (the
@@ -133,7 +134,7 @@ class _Run:
                     # captured state is harmless if it did not.
                     step.changed = True
         self.record = record
-        self._started = set(record.execution_order)
+        self.started_steps = set(record.execution_order)
 
     def now(self) -> float:
         return self.engine.clock.now()
@@ -177,7 +178,7 @@ class _Run:
             await self.emit("run", record.phase)
             complete = await run_rollback(
                 record=record,
-                steps=self.steps,
+                steps={name: self._concrete(name) for name in self.steps},
                 actions=self.actions,
                 policy=policy,
                 reason=reason,
@@ -197,7 +198,10 @@ class _Run:
     def _success_message(self) -> str:
         total = len(self.record.steps)
         failed = [s.name for s in self.record.steps.values() if s.phase == StepPhase.FAILED]
-        text = f"{total - len(failed)}/{total} steps succeeded"
+        skipped = sum(1 for s in self.record.steps.values() if s.skipped_by_when)
+        text = f"{total - len(failed) - skipped}/{total} steps succeeded"
+        if skipped:
+            text += f", {skipped} skipped by their `when`"
         if failed:
             text += f"; failed with continueOnFailure: {', '.join(failed)}"
         return text
@@ -212,7 +216,11 @@ class _Run:
         failed = [s for s in steps if s.phase == StepPhase.FAILED and not s.continue_on_failure]
         if failed:  # resumed after a failure: nothing more runs
             return "StepFailed", f"step {failed[0].name!r} failed: {failed[0].message}"
-        finished = [s.name for s in steps if s.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)]
+        finished = [
+            s.name
+            for s in steps
+            if s.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED) or s.skipped_by_when
+        ]
         queue = self.dag.ready_queue(done=finished)
         running: dict[asyncio.Task[None], str] = {}
         cancel_wait = asyncio.ensure_future(self.cancel.wait()) if self.cancel else None
@@ -250,7 +258,11 @@ class _Run:
                     tickets.finished(name)
                     task.result()  # a hook or engine bug surfaces here, loudly
                     step = self.record.steps[name]
-                    if step.phase == StepPhase.SUCCEEDED or step.continue_on_failure:
+                    if (
+                        step.phase == StepPhase.SUCCEEDED
+                        or step.continue_on_failure
+                        or step.skipped_by_when  # as Argo's `when`: dependents still run
+                    ):
                         queue.done(name)
                     elif reason is None:
                         # Stop scheduling; steps already running are allowed to finish.
@@ -269,25 +281,11 @@ class _Run:
             await slot  # the global step limit; _run_steps gives the slot back
         await self._run_step_holding_slot(name)
 
+    def _concrete(self, name: str) -> StepBase:
+        return concrete(self.steps[name], self.record, self.workflow.spec.inputs)
+
     async def _run_step_holding_slot(self, name: str) -> None:
-        rec = self.record.steps[name]
-        rec.phase = StepPhase.RUNNING
-        if rec.started is None:
-            rec.started = self.now()
-        if name not in self._started:
-            self._started.add(name)
-            self.record.execution_order.append(name)
-        await self.emit("step", rec.phase, name)
-        await run_step(
-            self.steps[name],
-            self.record,
-            self.actions,
-            self.engine.clock,
-            self.engine.rng,
-            self.emit,
-            self.checks,
-            self.workflow.spec.guards,
-        )
+        await launch(self, name)
 
 
 async def _cancel_all(running: dict[asyncio.Task[None], str]) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 from reconciler.engine.attempt import AttemptFailed, timed, with_retries
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
-from reconciler.engine.interface import Actions, Checks, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Actions, Checks, StepContext
 from reconciler.engine.record import Attempt, ErrorKind, RunRecord, StepPhase, StepRecord
 from reconciler.engine.verify import hold_guards, verify_step
 from reconciler.manifest.checkspec import Guard
+from reconciler.manifest.outputs import check_values, declared
 from reconciler.manifest.schema import StepBase
 
 Emit = Callable[[str, str, str | None], Awaitable[None]]
@@ -125,6 +126,11 @@ async def _capture_apply_wait(
             rec.changed = was_changed
         raise
     waited = await actions.wait(step, rec.captured, ctx)
-    if result or waited:
-        return {**(result or {}), **(waited or {})}
-    return None
+    merged = {**(result or {}), **(waited or {})}
+    outputs = merged.pop(OUTPUTS_KEY, None)
+    if outputs is not None:  # None: nothing ran for real (a dry run)
+        if problems := check_values(declared(step), outputs):
+            # it ran: its change stays for rollback to consider
+            raise PermanentError(f"outputs: {'; '.join(problems)}", changed=True)
+        rec.outputs = outputs
+    return merged or None

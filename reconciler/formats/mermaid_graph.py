@@ -75,6 +75,8 @@ def states_of(record: RunRecord) -> dict[str, tuple[str, str]]:
         if undo := undos.get(name):
             css, said = UNDO_STATE[undo.result]
             states[name] = (css, f"{step.phase.value}, {said}")
+        elif step.skipped_by_when:
+            states[name] = ("skipped", "Skipped by its when")
         else:
             states[name] = (step.phase.value.lower(), step.phase.value)
     return states

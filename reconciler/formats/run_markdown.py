@@ -1,11 +1,13 @@
 """A run record as people read it in git: `runs/<workflow>/<run-id>.md`. Top to bottom: the
-summary, the steps, the checks, the Graph (formats/mermaid_graph.py), the Timeline
+summary, the steps, their outputs, the checks, the Graph (formats/mermaid_graph.py), the Timeline
 (formats/mermaid_gantt.py) and the rollback. GitHub and GitLab draw the Mermaid blocks; in a
 terminal (`git show`) the summary comes first and the tables keep their columns
 (formats/tables.py). Every name and message is escaped by formats/escaping.py. The YAML
 beside it, and the paths of both, are formats/run_record.py."""
 
 from __future__ import annotations
+
+import json
 
 from reconciler.engine.record import CheckRecord, RunRecord
 from reconciler.formats.escaping import markdown_code, markdown_text
@@ -39,7 +41,7 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
             (
                 markdown_text(s.name),
                 s.action,
-                s.phase.value,
+                "Skipped (when)" if s.skipped_by_when else s.phase.value,
                 len(s.attempts),
                 duration_text(s.started, s.finished) or "—",
                 markdown_text(s.message or ""),
@@ -47,6 +49,7 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
             for s in record.steps.values()
         ],
     )
+    lines += _outputs(record)
     lines += _checks(record)
     lines += ["", "## Graph", "", *graph(record), "", "## Timeline (UTC)", ""]
     if total <= MAX_DIAGRAM_STEPS:
@@ -102,6 +105,18 @@ def _summary(record: RunRecord, source: str | None, done: int, total: int) -> li
     if record.message:
         rows.append(("message", markdown_text(record.message)))
     return table(["field", "value"], rows)
+
+
+def _outputs(record: RunRecord) -> list[str]:
+    """What each step gave later steps (docs/outputs.md), typed as the record keeps them."""
+    rows = [
+        (markdown_text(step.name), markdown_code(name), markdown_code(json.dumps(value)))
+        for step in record.steps.values()
+        for name, value in (step.outputs or {}).items()
+    ]
+    if not rows:
+        return []
+    return ["", "## Outputs", "", *table(["step", "output", "value"], rows)]
 
 
 def _checks(record: RunRecord) -> list[str]:

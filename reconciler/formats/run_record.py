@@ -82,7 +82,7 @@ def _step_document(step: dict[str, Any]) -> dict[str, Any]:
             value = [_check_document(c) for c in value]
         if value in (None, [], {}) and key not in ("phase",):
             continue
-        if key in ("continue_on_failure", "applied") and not value:
+        if key in ("continue_on_failure", "applied", "skipped_by_when") and not value:
             continue
         if key == "applied":
             continue  # the checkpoint's business (resume), not the reviewer's

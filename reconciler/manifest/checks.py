@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from reconciler.manifest.checkrules import check_checks
 from reconciler.manifest.errors import FieldPath
+from reconciler.manifest.outputrules import check_references
 from reconciler.manifest.schema import StepBase, Workflow
 
 Problem = tuple[FieldPath, str]
@@ -27,6 +28,8 @@ def check_workflow(workflow: Workflow) -> list[Problem]:
     problems.extend(check_checks(workflow))
     if not problems:
         problems.extend(_check_cycles(graph))
+    if not problems:  # "an earlier step" means something only in an acyclic graph
+        problems.extend(check_references(workflow))
     return problems
 
 

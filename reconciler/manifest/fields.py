@@ -73,6 +73,24 @@ ConfigKey = Annotated[
     WithJsonSchema({"type": "string", "pattern": _CONFIG_KEY.pattern}),
 ]
 Token = Annotated[str, AfterValidator(_non_blank)]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _identifier(value: str) -> str:
+    # CEL reads `steps.x.outputs.<name>`: a name must be an identifier there too
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid output or input name: a letter or '_', then letters,"
+            " digits or '_' (at most 63), e.g. previousReplicas"
+        )
+    return value
+
+
+OutputName = Annotated[
+    str,
+    AfterValidator(_identifier),
+    WithJsonSchema({"type": "string", "pattern": _IDENTIFIER.pattern}),
+]
 # Held as seconds (so `5m` and `300s` are the same content); serialised as the canonical
 # Go-style string, so a dumped workflow validates again (checkpoints are re-read on resume).
 Duration = Annotated[

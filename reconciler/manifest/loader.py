@@ -18,8 +18,9 @@ from reconciler.manifest import yamlsource
 from reconciler.manifest.checks import check_raw_graph, check_workflow
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
+from reconciler.manifest.outputrules import check_raw_references, misplaced
 from reconciler.manifest.policy import Policy
-from reconciler.manifest.schema import Workflow
+from reconciler.manifest.schema import ACTIONS, Workflow
 from reconciler.manifest.wording import kind_of, not_a_workflow, translate
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -197,6 +198,8 @@ def _load_document(
     other = not_a_workflow(doc.data)
     if other is not None:
         return None, [issue(*other)]
+    if wrong_place := misplaced(doc.data):
+        return None, [issue(path, message) for path, message in wrong_place]
     try:
         workflow = Workflow.model_validate(doc.data)
     except ValidationError as err:
@@ -205,6 +208,10 @@ def _load_document(
         said = {i.path for i in issues}
         later = check_raw_graph(doc.data) + _yaml11_booleans(doc)
         issues += [issue(path, m) for path, m in later if path not in said]
+        # a wrong reference is why its stand-in failed the schema: say that instead
+        wrong_refs = check_raw_references(doc.data, ACTIONS)
+        issues = [i for i in issues if i.path not in {path for path, _ in wrong_refs}]
+        issues += [issue(path, m) for path, m in wrong_refs]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow) + _yaml11_booleans(doc)
     if not problems and policy is not None:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from reconciler.manifest.fields import ConfigKey, Model, Name, ObjectName, Token
+from reconciler.manifest.fields import ConfigKey, Model, Name, ObjectName, OutputName, Token
 
 
 class NoParams(Model):
@@ -107,3 +107,9 @@ class JobSpec(Model):
 
 class CustomParams(JobSpec):
     rollback: JobSpec | None = Field(None, description="Job that undoes this step, if any")
+    outputs: dict[OutputName, Literal["string", "integer", "number", "boolean"]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="what the container writes to /dev/termination-log as a JSON object,"
+        " by name and type (docs/outputs.md)",
+    )

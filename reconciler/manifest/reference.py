@@ -81,6 +81,8 @@ def fields_table(model: type[BaseModel]) -> list[str]:
         if name in ("action", "params"):
             continue
         alias = field.alias or name
+        if alias not in props:  # internal, kept out of the schema (a step's `$templates`)
+            continue
         kind = _describe(props[alias])
         default = _default(field, kind == "duration")
         rows.append(f"| `{alias}` | {kind} | {default} | {field.description or ''} |")

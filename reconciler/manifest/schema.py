@@ -8,12 +8,14 @@ silently dropped.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from reconciler.manifest.checkspec import Check, Guard, PrometheusSource
-from reconciler.manifest.fields import Duration, Model, Name, ObjectName
+from reconciler.manifest.fields import Duration, Model, Name, ObjectName, OutputName
+from reconciler.manifest.outputs import OutputType, hold_references
 from reconciler.manifest.params import (
     ApplyParams,
     ConfigMapParams,
@@ -77,25 +79,41 @@ class StepBase(Model):
         description="the run record also shows the values this step replaces (default: only"
         " what it writes; what it captures for undo stays in the cluster)",
     )
+    when: str | None = Field(
+        None,
+        max_length=4_096,
+        description="CEL over `steps` (earlier outputs) and `inputs`; false: the step is"
+        " Skipped (docs/outputs.md)",
+    )
+    # The `${{ }}` strings of params/verify/when, by JSON pointer, held while the schema
+    # validates stand-ins in their place; the engine resolves them when the step starts.
+    templates: SkipJsonSchema[dict[str, str]] = Field(default_factory=dict, alias="$templates")
 
     target_kind: ClassVar[TargetKind] = "namespaced-object"
     reversible: ClassVar[bool] = True
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {}  # what later steps may reference
 
 
 class ScaleDeploymentStep(StepBase):
     action: Literal["ScaleDeployment"]
     params: ScaleParams
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {
+        "previousReplicas": "integer",
+        "replicas": "integer",
+    }
 
 
 class UpdateImageStep(StepBase):
     action: Literal["UpdateImage"]
     params: UpdateImageParams
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"previousImage": "string", "image": "string"}
 
 
 class RestartDeploymentStep(StepBase):
     action: Literal["RestartDeployment"]
     params: NoParams = Field(default_factory=NoParams)
     reversible: ClassVar[bool] = False
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"restartedAt": "string"}
 
 
 class DeletePodStep(StepBase):
@@ -103,40 +121,57 @@ class DeletePodStep(StepBase):
     params: DeletePodParams = Field(default_factory=DeletePodParams)
     reversible: ClassVar[bool] = False
     target_kind: ClassVar[TargetKind] = "namespace"
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"deletedPods": "integer"}
 
 
 class CordonNodeStep(StepBase):
     action: Literal["CordonNode"]
     params: NoParams = Field(default_factory=NoParams)
     target_kind: ClassVar[TargetKind] = "node"
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"wasUnschedulable": "boolean"}
 
 
 class UncordonNodeStep(StepBase):
     action: Literal["UncordonNode"]
     params: NoParams = Field(default_factory=NoParams)
     target_kind: ClassVar[TargetKind] = "node"
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"wasUnschedulable": "boolean"}
 
 
 class DrainNodeStep(StepBase):
     action: Literal["DrainNode"]
     params: DrainParams = Field(default_factory=DrainParams)
     target_kind: ClassVar[TargetKind] = "node"
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {"evictedPods": "integer"}
 
 
 class UpdateConfigMapStep(StepBase):
     action: Literal["UpdateConfigMap"]
     params: ConfigMapParams
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {
+        "resourceVersion": "string",
+        "changedKeys": "integer",
+    }
 
 
 class UpdateSecretStep(StepBase):
     action: Literal["UpdateSecret"]
     params: SecretParams
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {
+        "resourceVersion": "string",
+        "changedKeys": "integer",
+    }
 
 
 class ApplyStep(StepBase):
     action: Literal["Apply"]
     params: ApplyParams
     target_kind: ClassVar[TargetKind] = "any"
+    OUTPUTS: ClassVar[dict[str, OutputType]] = {
+        "uid": "string",
+        "resourceVersion": "string",
+        "created": "boolean",
+    }
 
 
 class CustomStep(StepBase):
@@ -189,6 +224,9 @@ class Metadata(Model):
 
 
 class WorkflowSpec(Model):
+    inputs: dict[OutputName, str | int | float | bool] = Field(
+        default_factory=dict, description="named values for `when` and `${{ inputs.x }}`"
+    )
     max_concurrent: int = Field(1, ge=1, le=1000, description="steps running at once")
     timeout: Duration = Field(3600.0, description="whole workflow; exceeded -> cancel + rollback")
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy, description="see below")
@@ -199,6 +237,11 @@ class WorkflowSpec(Model):
         default_factory=list, description="must hold before each step starts (docs/checks.md)"
     )
     steps: list[Step] = Field(min_length=1, description="the DAG; order only matters for ties")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hold_references(cls, data: Any) -> Any:
+        return hold_references(data, ACTIONS)
 
 
 class Workflow(Model):

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import looptime
 
-from reconciler.engine.interface import Captured, StepContext
+from reconciler.engine.interface import OUTPUTS_KEY, Captured, StepContext
 from reconciler.manifest.schema import StepBase, Workflow
 
 T = TypeVar("T")
@@ -24,6 +24,7 @@ class Script:
     error_in: str = "apply"  # "capture" | "apply" | "wait"
     undo_errors: list[BaseException | None] = field(default_factory=list)
     undo_duration: float = 0.5
+    outputs: dict[str, Any] | None = None  # what apply returns as the step's outputs
 
 
 @dataclass
@@ -43,6 +44,7 @@ class FakeActions:
         self.calls: list[Call] = []
         self.running = 0
         self.max_running = 0
+        self.applied: dict[str, StepBase] = {}  # each step as apply last saw it (resolved)
 
     def _script(self, step: StepBase) -> Script:
         return self.scripts.get(step.name, Script())
@@ -68,8 +70,10 @@ class FakeActions:
         try:
             self._raise_for(step, ctx, "apply")
             self.state[step.name] = "changed"
-            await asyncio.sleep(self._script(step).duration)
-            return None
+            self.applied[step.name] = step
+            script = self._script(step)
+            await asyncio.sleep(script.duration)
+            return None if script.outputs is None else {OUTPUTS_KEY: dict(script.outputs)}
         finally:
             self.running -= 1
             call.end = asyncio.get_running_loop().time()

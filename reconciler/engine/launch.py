@@ -1,0 +1,47 @@
+"""One step from the scheduler's pick to its end: its references resolved and its `when`
+decided first (docs/outputs.md), then run_step."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reconciler.engine.bindings import Unresolvable, resolve, when_holds
+from reconciler.engine.record import StepPhase
+from reconciler.engine.step import run_step
+
+if TYPE_CHECKING:
+    from reconciler.engine.runner import WorkflowRun
+
+
+async def launch(run: WorkflowRun, name: str) -> None:
+    rec = run.record.steps[name]
+    inputs = run.workflow.spec.inputs
+    try:
+        step = resolve(run.steps[name], run.record, inputs)
+        wanted = when_holds(step, run.record, inputs)
+    except Unresolvable as err:  # before it changed anything: nothing to undo
+        rec.phase, rec.finished, rec.message = StepPhase.FAILED, run.now(), str(err)
+        await run.emit("step", rec.phase, name)
+        return
+    if not wanted:
+        rec.phase, rec.finished, rec.skipped_by_when = StepPhase.SKIPPED, run.now(), True
+        rec.message = f"when: {run.steps[name].when} was false"
+        await run.emit("step", rec.phase, name)
+        return
+    rec.phase = StepPhase.RUNNING
+    if rec.started is None:
+        rec.started = run.now()
+    if name not in run.started_steps:
+        run.started_steps.add(name)
+        run.record.execution_order.append(name)
+    await run.emit("step", rec.phase, name)
+    await run_step(
+        step,
+        run.record,
+        run.actions,
+        run.engine.clock,
+        run.engine.rng,
+        run.emit,
+        run.checks,
+        run.workflow.spec.guards,
+    )
