@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -76,7 +77,8 @@ def keyed_digest(value: str, key: bytes) -> str:
 def run_object_name(run_id: str, step: str, suffix: str = "") -> str:
     """A DNS-1123 name unique per run and step, short enough for a label value (63)."""
     short = hashlib.sha256(f"{run_id}/{step}".encode()).hexdigest()[:8]
-    base = f"{step[: 63 - 10 - len(suffix)]}-{short}{suffix}"
+    readable = re.sub(r"[^a-z0-9-]+", "-", step)  # a fan-out's `drain[worker-3]`
+    base = f"{readable[: 63 - 10 - len(suffix)]}-{short}{suffix}"
     return base.strip("-")
 
 
@@ -85,8 +87,15 @@ def run_labels(ctx: StepContext, step: StepBase) -> dict[str, str]:
         "app.kubernetes.io/managed-by": "reconciler",
         "reconciler.dev/workflow": ctx.workflow,
         "reconciler.dev/run-id": ctx.run_id[:63],
-        "reconciler.dev/step": step.name,
+        "reconciler.dev/step": label_value(step.name),
     }
+
+
+def label_value(text: str) -> str:
+    """`text` as a label value (63 characters of [A-Za-z0-9_.-], alphanumeric at both ends):
+    a fan-out's sub-step `drain[worker-3]` is `drain.worker-3`."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", ".", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
 
 
 class NotOurs(PermanentError):

@@ -19,16 +19,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reconciler.actions.registry import KubeActions
+from reconciler.engine.bindings import Unresolvable, resolve
 from reconciler.engine.dag import Dag
 from reconciler.engine.errors import ActionError
-from reconciler.engine.interface import Checks, StepContext
-from reconciler.engine.record import Measurement
+from reconciler.engine.interface import OUTPUTS_KEY, Checks, StepContext
+from reconciler.engine.record import Measurement, RunRecord, StepRecord
 from reconciler.kube.client import DryRunWrite, Kube
+from reconciler.manifest.fanout import MAX_TARGETS, allowed_failures
 from reconciler.manifest.loader import LoadedWorkflow
 from reconciler.manifest.policy import Policy
+from reconciler.manifest.schema import StepBase
 
 NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 LIVE = "<live value>"
+SHOWN_TARGETS = 20  # a fan-out's plan names this many of its targets
 _KEYED = re.compile(r'^(?P<head>\s*"(?:[^"\\]|\\.)*": )(?P<value>.*?)(?P<comma>,?)$')
 _BARE = re.compile(r"^(?P<head>\s*)(?P<value>.*?)(?P<comma>,?)$")
 
@@ -98,16 +102,30 @@ async def dry_run_workflow(
         for guard in loaded.workflow.spec.guards:
             seen = await checks.measure(guard, steps[order[0]], ctx)  # type: ignore[arg-type]
             out.append(f"- guard {guard.name}, now: {_seen(seen)}")
+    seen_outputs = RunRecord(loaded.name, loaded.run_id, loaded.digest, 1)
     for name in order:
-        step = steps[name]
-        kube.dry_run_writes.clear()
         ctx = StepContext(loaded.run_id, loaded.name, 1)
+        try:  # references resolve from what the earlier steps' dry runs gave
+            step = resolve(steps[name], seen_outputs, dict(loaded.workflow.spec.inputs))
+        except Unresolvable as err:
+            out.append(f"- {name}: not dry-run: {err}")
+            continue
+        if step.for_each is not None:
+            out.extend(await _fan_out_plan(actions, step, ctx))
+            continue
+        kube.dry_run_writes.clear()
         try:
             captured = await actions.capture(step, ctx)
-            await actions.apply(step, captured, ctx)
+            result = await actions.apply(step, captured, ctx) or {}
         except ActionError as err:
             out.append(f"- {name} ({step.action}): would fail: {err}")  # type: ignore[attr-defined]
             continue
+        seen_outputs.steps[name] = StepRecord(
+            name,
+            step.action,
+            [],
+            outputs=result.get(OUTPUTS_KEY),  # type: ignore[attr-defined]
+        )
         out.append(f"- {name} ({step.action}):")  # type: ignore[attr-defined]
         out.extend(
             diff_write(w) for w in kube.dry_run_writes if not w.what.startswith("capture secret")
@@ -116,6 +134,28 @@ async def dry_run_workflow(
             seen = await checks.measure(check, step, ctx)  # type: ignore[union-attr]
             out.append(f"  check {check.name}, now (before the change): {_seen(seen)}")
     return out
+
+
+async def _fan_out_plan(actions: KubeActions, step: StepBase, ctx: StepContext) -> list[str]:
+    """What a forEach step would do now: the targets it matches (docs/fanout.md)."""
+    spec = step.for_each
+    assert spec is not None
+    head = f"- {step.name} ({step.action}, forEach):"  # type: ignore[attr-defined]
+    try:
+        names = list(spec.items) if spec.items is not None else await actions.targets(step, ctx)
+    except ActionError as err:
+        return [f"{head} would fail listing its targets: {err}"]
+    if len(names) > MAX_TARGETS:
+        return [f"{head} would fail: more than {MAX_TARGETS} targets match"]
+    if not names:
+        fine = "succeeds with none (allowEmpty)" if spec.allow_empty else "would fail"
+        return [f"{head} matches no target now: {fine}"]
+    shown = ", ".join(names[:SHOWN_TARGETS]) + (", ..." if len(names) > SHOWN_TARGETS else "")
+    budget = allowed_failures(spec, len(names))
+    return [
+        f"{head} {len(names)} target(s) now, {spec.max_concurrent} at once, up to {budget}"
+        f" may fail: {shown}"
+    ]
 
 
 def _seen(m: Measurement) -> str:

@@ -16,6 +16,7 @@ from reconciler.actions.jobs import Custom
 from reconciler.actions.nodes import CordonNode, DrainNode, UncordonNode
 from reconciler.actions.pods import DeletePod
 from reconciler.actions.states import CapturedStates
+from reconciler.actions.targets import list_targets
 from reconciler.engine.errors import PermanentError
 from reconciler.engine.interface import Captured, StepContext
 from reconciler.kube.client import WRITES_DONE, Kube
@@ -75,6 +76,10 @@ class KubeActions:
     @staticmethod
     def _impl(step: StepBase) -> Action:
         return REGISTRY[step.action]  # type: ignore[attr-defined]
+
+    async def targets(self, step: StepBase, ctx: StepContext) -> list[str]:
+        with self._as(step, ctx, "targets"):
+            return await list_targets(self.kube, step)
 
     async def capture(self, step: StepBase, ctx: StepContext) -> Captured:
         with self._as(step, ctx, "capture"):

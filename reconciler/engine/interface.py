@@ -55,6 +55,11 @@ class Actions(Protocol):
         (e.g. "evicted pods are not restored")."""
         ...
 
+    async def targets(self, step: StepBase, ctx: StepContext) -> list[str]:
+        """The names a fan-out step's selector matches now, sorted (docs/fanout.md); at most
+        one more than the limit, so a huge match is refused without listing it all."""
+        ...
+
 
 class Checks(Protocol):
     async def measure(self, check: Check, step: StepBase, ctx: StepContext) -> Measurement:

@@ -1,11 +1,12 @@
 """One step from the scheduler's pick to its end: its references resolved and its `when`
-decided first (docs/outputs.md), then run_step."""
+decided first (docs/outputs.md), then run_step, or fan_out for a forEach step."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from reconciler.engine.bindings import Unresolvable, resolve, when_holds
+from reconciler.engine.fanout import fan_out
 from reconciler.engine.record import StepPhase
 from reconciler.engine.step import run_step
 
@@ -35,6 +36,19 @@ async def launch(run: WorkflowRun, name: str) -> None:
         run.started_steps.add(name)
         run.record.execution_order.append(name)
     await run.emit("step", rec.phase, name)
+    if step.for_each is not None:
+        await fan_out(
+            step,
+            run.record,
+            run.actions,
+            run.engine.clock,
+            run.engine.rng,
+            run.emit,
+            run.checks,
+            run.workflow.spec.guards,
+            run.started_steps,
+        )
+        return
     await run_step(
         step,
         run.record,

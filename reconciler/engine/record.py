@@ -109,6 +109,10 @@ class StepRecord:
     checks: list[CheckRecord] = field(default_factory=list)
     outputs: dict[str, Any] | None = None  # what later steps may reference, typed
     skipped_by_when: bool = False  # Skipped because its `when` was false: finished, not cut
+    targets: list[str] | None = None  # a forEach step's, frozen when it starts
+    peak_concurrent: int | None = None  # a forEach step's most targets at once
+    parent: str | None = None  # a forEach target's sub-step: its step and its target
+    target: str | None = None
 
 
 @dataclass
@@ -147,13 +151,16 @@ class RunRecord:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     rollback: RollbackRecord | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON/YAML-ready; enums become their string values."""
+    def to_dict(self) -> dict[str, Any]:  # JSON/YAML-ready; enums as their values
         return plain(self)
 
     def progress(self) -> tuple[int, int]:
-        done = sum(1 for s in self.steps.values() if s.phase == StepPhase.SUCCEEDED)
-        return done, len(self.steps)
+        """Succeeded and all of the workflow's steps (a fan-out's targets are not steps)."""
+        steps = self.workflow_steps()
+        return sum(1 for s in steps if s.phase == StepPhase.SUCCEEDED), len(steps)
+
+    def workflow_steps(self) -> list[StepRecord]:
+        return [s for s in self.steps.values() if s.parent is None]
 
 
 @dataclass(frozen=True)
@@ -190,10 +197,13 @@ def plain(value: Any) -> Any:
     return value
 
 
+# StepRecord fields a checkpoint holds as they are (JSON values, None when absent)
+_AS_STORED = ("outputs", "targets", "peak_concurrent", "parent", "target")
+
+
 def record_from_dict(data: dict[str, Any]) -> RunRecord:
     """The inverse of RunRecord.to_dict(): how a restarted daemon reads its checkpoint.
-    One function, field by field, so that it reads side by side with the dataclasses
-    above; splitting it would scatter the one mapping over several."""
+    One function, field by field, read side by side with the dataclasses above."""
     steps = {}
     for name, s in data["steps"].items():
         attempts = [
@@ -221,8 +231,8 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
             continue_on_failure=bool(s.get("continue_on_failure")),
             applied=bool(s.get("applied")),
             checks=[_check_from_dict(c) for c in s.get("checks") or []],
-            outputs=s.get("outputs"),
             skipped_by_when=bool(s.get("skipped_by_when")),
+            **{key: s.get(key) for key in _AS_STORED},
         )
     rollback = None
     if data.get("rollback"):

@@ -1,9 +1,8 @@
 """Run one workflow: DAG order with priorities, per-workflow and global concurrency limits,
 attempt timeouts, retries for transient errors, workflow timeout, cancellation, rollback.
 
-Every state change goes through `_emit`, which awaits the hook before the engine moves on:
-that is what lets a checkpoint be durable before the next step starts.
-"""
+Every state change goes through `emit`, which awaits the hook before the engine moves on:
+that is what lets a checkpoint be durable before the next step starts."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from typing import Any
 from reconciler.engine.bindings import concrete
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
+from reconciler.engine.fanout import sub_steps
 from reconciler.engine.interface import Actions, Checks
 from reconciler.engine.launch import launch
 from reconciler.engine.record import RunPhase, RunRecord, StepPhase, StepRecord, Transition
@@ -178,7 +178,7 @@ class WorkflowRun:
             await self.emit("run", record.phase)
             complete = await run_rollback(
                 record=record,
-                steps={name: self._concrete(name) for name in self.steps},
+                steps=self._concrete_all(),
                 actions=self.actions,
                 policy=policy,
                 reason=reason,
@@ -196,9 +196,10 @@ class WorkflowRun:
             )
 
     def _success_message(self) -> str:
-        total = len(self.record.steps)
-        failed = [s.name for s in self.record.steps.values() if s.phase == StepPhase.FAILED]
-        skipped = sum(1 for s in self.record.steps.values() if s.skipped_by_when)
+        steps = self.record.workflow_steps()
+        total = len(steps)
+        failed = [s.name for s in steps if s.phase == StepPhase.FAILED]
+        skipped = sum(1 for s in steps if s.skipped_by_when)
         text = f"{total - len(failed) - skipped}/{total} steps succeeded"
         if skipped:
             text += f", {skipped} skipped by their `when`"
@@ -212,7 +213,7 @@ class WorkflowRun:
         elapsed = self.now() - (self.record.started or self.now())
         deadline = loop.time() + max(0.0, self.workflow.spec.timeout - elapsed)
         limit = self.workflow.spec.max_concurrent
-        steps = self.record.steps.values()
+        steps = self.record.workflow_steps()
         failed = [s for s in steps if s.phase == StepPhase.FAILED and not s.continue_on_failure]
         if failed:  # resumed after a failure: nothing more runs
             return "StepFailed", f"step {failed[0].name!r} failed: {failed[0].message}"
@@ -281,8 +282,11 @@ class WorkflowRun:
             await slot  # the global step limit; _run_steps gives the slot back
         await self._run_step_holding_slot(name)
 
-    def _concrete(self, name: str) -> StepBase:
-        return concrete(self.steps[name], self.record, self.workflow.spec.inputs)
+    def _concrete_all(self) -> dict[str, StepBase]:
+        """Every step and sub-step as it ran, for rollback."""
+        given = self.workflow.spec.inputs
+        steps = {n: concrete(s, self.record, given) for n, s in self.steps.items()}
+        return {**steps, **sub_steps(steps, self.record)}
 
     async def _run_step_holding_slot(self, name: str) -> None:
         await launch(self, name)

@@ -10,6 +10,8 @@ top to bottom when its widest level does (a chain), else the table. Text must st
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from reconciler.engine.record import RunRecord, StepRecord, UndoEntry, UndoResult
 from reconciler.formats.escaping import markdown_text, mermaid_text
 from reconciler.formats.tables import table
@@ -44,7 +46,10 @@ NAME_PX, SMALL_PX, NODE_PADDING_PX, RANK_GAP_PX = 8.8, 6.2, 40, 50
 
 
 def graph(record: RunRecord) -> list[str]:
-    """The Graph section's body."""
+    """The Graph section's body: the workflow's steps (a fan-out's targets are rows of the
+    Steps table and bars of the Timeline, not nodes here)."""
+    if any(s.parent is not None for s in record.steps.values()):
+        record = replace(record, steps={s.name: s for s in record.workflow_steps()})
     levels = _levels(record)
     depth, width = len(levels), max((len(level) for level in levels), default=0)
     states = states_of(record)

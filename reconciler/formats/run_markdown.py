@@ -39,7 +39,7 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
         ["step", "action", "phase", "attempts", "duration", "message"],
         [
             (
-                markdown_text(s.name),
+                markdown_text(s.name if s.parent is None else f"↳ {s.name}"),
                 s.action,
                 "Skipped (when)" if s.skipped_by_when else s.phase.value,
                 len(s.attempts),

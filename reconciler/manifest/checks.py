@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from reconciler.manifest.checkrules import check_checks
 from reconciler.manifest.errors import FieldPath
+from reconciler.manifest.fanout import check_fan_out
 from reconciler.manifest.outputrules import check_references
 from reconciler.manifest.schema import StepBase, Workflow
 
@@ -24,7 +25,8 @@ def check_workflow(workflow: Workflow) -> list[Problem]:
     graph = [(s.name, list(s.depends_on)) for s in steps]
     problems = check_graph(graph)
     for i, step in enumerate(steps):
-        problems.extend(_check_target(i, step))
+        fanned = check_fan_out(i, step)
+        problems.extend(fanned if step.for_each is not None else _check_target(i, step))
     problems.extend(check_checks(workflow))
     if not problems:
         problems.extend(_check_cycles(graph))

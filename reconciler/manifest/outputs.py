@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from reconciler.manifest import references
+from reconciler.manifest.fanout import FAN_OUT_OUTPUTS
 from reconciler.manifest.references import BadReference, Reference
 
 if TYPE_CHECKING:
@@ -22,13 +23,18 @@ TEMPLATES = "$templates"
 
 
 def declared(step: StepBase) -> dict[str, OutputType]:
-    """The outputs `step` has: its action's, or for Custom what its author declared."""
+    """The outputs `step` has: its action's, or for Custom what its author declared; a
+    fan-out step's are its counts of targets."""
+    if step.for_each is not None:
+        return dict(FAN_OUT_OUTPUTS)
     own = getattr(step.params, "outputs", None) if step.action == "Custom" else None  # type: ignore[attr-defined]
     return dict(own) if own is not None else dict(step.OUTPUTS)
 
 
 def declared_raw(raw: dict[str, Any], actions: dict[str, Any]) -> dict[str, str]:
     action = raw.get("action")
+    if raw.get("forEach") is not None:
+        return dict(FAN_OUT_OUTPUTS)
     if action == "Custom":
         params = raw.get("params")
         given = params.get("outputs") if isinstance(params, dict) else None

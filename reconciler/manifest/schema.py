@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from reconciler.manifest.checkspec import Check, Guard, PrometheusSource
+from reconciler.manifest.fanout import ForEach
 from reconciler.manifest.fields import Duration, Model, Name, ObjectName, OutputName
 from reconciler.manifest.outputs import OutputType, hold_references
 from reconciler.manifest.params import (
@@ -84,6 +85,11 @@ class StepBase(Model):
         max_length=4_096,
         description="CEL over `steps` (earlier outputs) and `inputs`; false: the step is"
         " Skipped (docs/outputs.md)",
+    )
+    for_each: ForEach | None = Field(
+        None,
+        description="the step once per target, with a concurrency and an error budget"
+        " (docs/fanout.md)",
     )
     # The `${{ }}` strings of params/verify/when, by JSON pointer, held while the schema
     # validates stand-ins in their place; the engine resolves them when the step starts.

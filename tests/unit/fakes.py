@@ -45,6 +45,7 @@ class FakeActions:
         self.running = 0
         self.max_running = 0
         self.applied: dict[str, StepBase] = {}  # each step as apply last saw it (resolved)
+        self.matching: dict[str, list[str]] = {}  # label selector -> names (forEach)
 
     def _script(self, step: StepBase) -> Script:
         return self.scripts.get(step.name, Script())
@@ -91,6 +92,12 @@ class FakeActions:
             raise script.undo_errors[ctx.attempt - 1]  # type: ignore[misc]
         self.state[step.name] = captured["before"]
         return None
+
+    async def targets(self, step: StepBase, ctx: StepContext) -> list[str]:
+        """What a fan-out's selector matches: `matching[label selector]`."""
+        assert step.for_each is not None and step.for_each.selector is not None
+        self.calls.append(Call(step.name, "targets", asyncio.get_running_loop().time()))
+        return list(self.matching.get(step.for_each.selector.label_selector, []))
 
     def order(self, method: str) -> list[str]:
         return [c.step for c in self.calls if c.method == method]
