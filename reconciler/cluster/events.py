@@ -52,6 +52,8 @@ def event_for(record: RunRecord, t: Transition) -> tuple[str, str, str] | None:
         # the record.
         summary = (record.steps[t.step].message or "").split("\n", 1)[0]
         return "Warning", "StepFailed", f"step {t.step} failed: {summary}"
+    if t.scope == "step" and t.phase == StepPhase.WAITING_FOR_APPROVAL.value and t.step:
+        return "Normal", "WaitingForApproval", f"step {t.step}: {record.steps[t.step].message}"
     return None
 
 

@@ -36,6 +36,7 @@ from reconciler.formats.execution import (
 from reconciler.kube.client import Kube
 from reconciler.kube.errors import Conflict
 from reconciler.kube.origin import request_origin
+from reconciler.manifest.approvalrules import check_approvals
 from reconciler.manifest.checks import check_workflow
 from reconciler.manifest.errors import format_path
 from reconciler.manifest.loader import LoadedWorkflow
@@ -81,7 +82,8 @@ async def trusted_workflow(
 
 def revalidate(execution: dict[str, Any], workflow: Workflow, policy: Policy | None) -> None:
     """The checks `validate` makes, and the policy as it is now, on a stored workflow."""
-    problems = check_workflow(workflow) + (policy.check(workflow) if policy else [])
+    problems = check_workflow(workflow)
+    problems += (policy.check(workflow) + check_approvals(workflow, policy)) if policy else []
     if problems:
         path, message = problems[0]
         raise Untrusted(

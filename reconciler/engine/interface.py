@@ -61,6 +61,26 @@ class Actions(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ApprovalView:
+    """One step's approvals as git has them now (the daemon reads them, docs/approvals.md)."""
+
+    outcome: str  # approved | rejected | waiting
+    approved_by: list[dict[str, Any]]  # {approver, commit, time, comment}, in commit order
+    rejected_by: list[dict[str, Any]]
+    refused: list[str]  # decisions that did not count, each with why
+
+
+class Approvals(Protocol):
+    def state(self, run_id: str, step: StepBase) -> ApprovalView:
+        """The decisions on `step` of run `run_id` that count, and those that did not."""
+        ...
+
+    async def changed(self, timeout: float) -> None:
+        """Return when new decisions may have arrived, or after `timeout` seconds."""
+        ...
+
+
 class Checks(Protocol):
     async def measure(self, check: Check, step: StepBase, ctx: StepContext) -> Measurement:
         """One measurement of `check`, now: Passed, Failed (`decisive` if its

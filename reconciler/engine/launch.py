@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reconciler.engine.approval import await_approval
 from reconciler.engine.bindings import Unresolvable, resolve, when_holds
 from reconciler.engine.fanout import fan_out
 from reconciler.engine.record import StepPhase
@@ -29,6 +30,13 @@ async def launch(run: WorkflowRun, name: str) -> None:
         rec.message = f"when: {run.steps[name].when} was false"
         await run.emit("step", rec.phase, name)
         return
+    if step.approval is not None and (rec.approval or {}).get("outcome") != "approved":
+        clock = run.engine.clock
+        why = await await_approval(step, rec, run.record.run_id, run.approvals, clock, run.emit)
+        if why is not None:  # before it changed anything: nothing to undo
+            rec.phase, rec.finished, rec.message = StepPhase.FAILED, run.now(), why
+            await run.emit("step", rec.phase, name)
+            return
     rec.phase = StepPhase.RUNNING
     if rec.started is None:
         rec.started = run.now()

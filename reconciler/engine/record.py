@@ -1,8 +1,7 @@
 """The run record (docs/architecture.md, State), filled in by the engine as it runs.
 
 Plain dataclasses: the engine mutates them, `formats/` serialises them to YAML and Markdown,
-the checkpoint writer copies them into the WorkflowExecution status. Times are epoch seconds.
-"""
+the checkpoint writer copies them into the WorkflowExecution status. Times are epoch seconds."""
 
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ class StepPhase(StrEnum):
     SKIPPED = "Skipped"  # never started: the workflow stopped scheduling first
     VERIFYING = "Verifying"  # applied and waited for; its `verify` checks are measuring
     WAITING = "Waiting"  # not started: a guard with onFail: wait does not hold yet
+    WAITING_FOR_APPROVAL = "WaitingForApproval"  # not started: its `approval` is not given
 
 
 class Verdict(StrEnum):
@@ -113,6 +113,7 @@ class StepRecord:
     peak_concurrent: int | None = None  # a forEach step's most targets at once
     parent: str | None = None  # a forEach target's sub-step: its step and its target
     target: str | None = None
+    approval: dict[str, Any] | None = None  # who decided, with which commit (docs/approvals.md)
 
 
 @dataclass
@@ -197,8 +198,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-# StepRecord fields a checkpoint holds as they are (JSON values, None when absent)
-_AS_STORED = ("outputs", "targets", "peak_concurrent", "parent", "target")
+_AS_IS = ("outputs", "targets", "peak_concurrent", "parent", "target", "approval")  # JSON
 
 
 def record_from_dict(data: dict[str, Any]) -> RunRecord:
@@ -232,7 +232,7 @@ def record_from_dict(data: dict[str, Any]) -> RunRecord:
             applied=bool(s.get("applied")),
             checks=[_check_from_dict(c) for c in s.get("checks") or []],
             skipped_by_when=bool(s.get("skipped_by_when")),
-            **{key: s.get(key) for key in _AS_STORED},
+            **{key: s.get(key) for key in _AS_IS},
         )
     rollback = None
     if data.get("rollback"):

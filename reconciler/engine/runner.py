@@ -15,7 +15,7 @@ from reconciler.engine.bindings import concrete
 from reconciler.engine.clock import Clock
 from reconciler.engine.dag import Dag
 from reconciler.engine.fanout import sub_steps
-from reconciler.engine.interface import Actions, Checks
+from reconciler.engine.interface import Actions, Approvals, Checks
 from reconciler.engine.launch import launch
 from reconciler.engine.record import RunPhase, RunRecord, StepPhase, StepRecord, Transition
 from reconciler.engine.rollback import plan_rollback, run_rollback
@@ -27,7 +27,7 @@ from reconciler.manifest.schema import StepBase, Workflow
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
 # A checkpoint's step in one of these was cut short: it runs again (from its capture).
 INTERRUPTED = {StepPhase.RUNNING, StepPhase.RETRYING, StepPhase.VERIFYING, StepPhase.WAITING}
-INTERRUPTED |= {StepPhase.CANCELLED, StepPhase.SKIPPED}
+INTERRUPTED |= {StepPhase.CANCELLED, StepPhase.SKIPPED, StepPhase.WAITING_FOR_APPROVAL}
 
 
 class Engine:
@@ -59,13 +59,15 @@ class Engine:
         hook: Hook | None = None,
         resume: RunRecord | None = None,
         checks: Checks | None = None,
+        approvals: Approvals | None = None,
     ) -> RunRecord:
         """Run to a final phase and return the record. Setting `cancel` stops scheduling,
         cancels running steps and rolls back, like a workflow timeout. `actions` overrides
         the engine's for this run (e.g. bound to the run's WorkflowExecution owner), `hook`
         likewise (e.g. that run's checkpoint writer). `resume` continues a run from its last
         checkpoint: finished steps are not run again, interrupted ones are re-applied
-        (apply is idempotent) with the state captured before their first change."""
+        (apply is idempotent) with the state captured before their first change. `checks`
+        measure verify checks (docs/checks.md), `approvals` give approvals (docs/approvals.md)."""
         chosen = actions or self.actions
         if chosen is None:
             raise ValueError("no actions: pass them to Engine() or to run()")
@@ -78,7 +80,7 @@ class Engine:
             chosen,
             hook or self.hook,
         )
-        run.checks = checks  # what measures the steps' verify checks (docs/checks.md)
+        run.checks, run.approvals = checks, approvals
         if resume is not None:
             run.adopt(resume)
         return await run.execute()
@@ -98,6 +100,7 @@ class WorkflowRun:
         self.engine = engine
         self.actions = actions
         self.checks: Checks | None = None
+        self.approvals: Approvals | None = None
         self.hook = hook
         self.workflow = workflow
         self.cancel = cancel
@@ -280,16 +283,13 @@ class WorkflowRun:
     async def _run_step(self, name: str, slot: asyncio.Future[None] | None) -> None:
         if slot is not None:
             await slot  # the global step limit; _run_steps gives the slot back
-        await self._run_step_holding_slot(name)
+        await launch(self, name)
 
     def _concrete_all(self) -> dict[str, StepBase]:
         """Every step and sub-step as it ran, for rollback."""
         given = self.workflow.spec.inputs
         steps = {n: concrete(s, self.record, given) for n, s in self.steps.items()}
         return {**steps, **sub_steps(steps, self.record)}
-
-    async def _run_step_holding_slot(self, name: str) -> None:
-        await launch(self, name)
 
 
 async def _cancel_all(running: dict[asyncio.Task[None], str]) -> None:

@@ -105,7 +105,9 @@ def execution_body(
 
 
 def phase_of(execution: dict[str, Any]) -> RunPhase:
-    return RunPhase((execution.get("status") or {}).get("phase", RunPhase.PENDING.value))
+    phase = (execution.get("status") or {}).get("phase", RunPhase.PENDING.value)
+    # the status says WaitingForApproval for a run whose step waits (packing.status_of)
+    return RunPhase.RUNNING if phase == "WaitingForApproval" else RunPhase(phase)
 
 
 def packed_record(execution: dict[str, Any]) -> dict[str, Any] | None:

@@ -91,16 +91,16 @@ def rfc3339(epoch: float | None) -> str | None:
 def status_of(record: RunRecord, packer: RecordPacker | None = None) -> dict[str, Any]:
     done, total = record.progress()
     # kubectl's CURRENT column: a step waiting for a guard or verifying is shown as such
+    shown = (StepPhase.WAITING, StepPhase.VERIFYING, StepPhase.WAITING_FOR_APPROVAL)
     running = [
-        f"{s.name} ({s.phase.value})"
-        if s.phase in (StepPhase.WAITING, StepPhase.VERIFYING)
-        else s.name
+        f"{s.name} ({s.phase.value})" if s.phase in shown else s.name
         for s in record.steps.values()
-        if s.phase
-        in (StepPhase.RUNNING, StepPhase.RETRYING, StepPhase.WAITING, StepPhase.VERIFYING)
+        if s.phase in (StepPhase.RUNNING, StepPhase.RETRYING, *shown)
     ]
+    waiting = any(s.phase == StepPhase.WAITING_FOR_APPROVAL for s in record.steps.values())
     status: dict[str, Any] = {
-        "phase": record.phase.value,
+        # kubectl's PHASE column: a run that waits for people says so
+        "phase": "WaitingForApproval" if waiting else record.phase.value,
         "reason": record.reason,
         "message": record.message,
         "progress": f"{done}/{total}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from reconciler.engine.record import CheckRecord, RunRecord
+from reconciler.engine.record import CheckRecord, RunRecord, StepPhase
 from reconciler.formats.escaping import markdown_code, markdown_text
 from reconciler.formats.mermaid_gantt import timeline
 from reconciler.formats.mermaid_graph import graph
@@ -49,6 +49,7 @@ def render_markdown(record: RunRecord, source: str | None = None) -> str:
             for s in record.steps.values()
         ],
     )
+    lines += _approvals(record)
     lines += _outputs(record)
     lines += _checks(record)
     lines += ["", "## Graph", "", *graph(record), "", "## Timeline (UTC)", ""]
@@ -105,6 +106,39 @@ def _summary(record: RunRecord, source: str | None, done: int, total: int) -> li
     if record.message:
         rows.append(("message", markdown_text(record.message)))
     return table(["field", "value"], rows)
+
+
+def _approvals(record: RunRecord) -> list[str]:
+    """Each step's approval (docs/approvals.md): who decided, with which signed commit, the
+    decisions that did not count and why; for a step still waiting, how to decide."""
+    lines: list[str] = []
+    rows = []
+    for step in record.steps.values():
+        kept = step.approval or {}
+        if not kept:
+            continue
+        if step.phase == StepPhase.WAITING_FOR_APPROVAL:
+            lines += [f"**{markdown_text(step.name)} waits for approval**: ", ""]
+            lines += [markdown_text(step.message or ""), ""]
+        decided = [
+            f"{verb} {markdown_text(d['approver'])} at {time_text(d['time'])} in"
+            f" {markdown_code(d['commit'][:12])}"
+            for key, verb in (("approvedBy", "✅"), ("rejectedBy", "❌"))
+            for d in kept.get(key) or []
+        ]
+        refused = "; ".join(markdown_text(r) for r in kept.get("refused") or [])
+        rows.append(
+            (
+                markdown_text(step.name),
+                f"{kept.get('outcome', 'waiting')} ({kept.get('required', '?')} required)",
+                "<br>".join(decided) or "—",
+                refused or "—",
+            )
+        )
+    if not rows:
+        return []
+    table_lines = table(["step", "approval", "decisions (signed commits)", "not counted"], rows)
+    return ["", "## Approvals", "", *lines, *table_lines]
 
 
 def _outputs(record: RunRecord) -> list[str]:

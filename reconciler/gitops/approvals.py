@@ -3,23 +3,22 @@ approvals/<run-id>/<step>/<identity>.yaml (`decision: approve|reject`, optional 
 SSH-signed by that person. Who decided is who signed: the signer's principal in an
 allowed_signers file made from the policy's approvers, never the name the file claims. A
 decision is never changed or taken back: a commit that changes or removes one is refused,
-and the first one stands. A merge is judged, by its own signature, on what it adds against
-its first parent (what it brought onto the branch).
+and the first one stands (a file no decision came from, such as an unsigned one pushed to
+block its approver, is no decision: its approver's signed change of it is). A merge is
+judged, by its own signature, on what it adds against its first parent.
 
 `scan` reads a range with one `git log`, limited to approvals/ and with git's signature
 verdicts (%G?, %GS) in its format: the commits that touch nothing there (the daemon's
 records, hundreds of them) cost nothing, and no process is started per commit (git's own
-ssh-keygen per approval commit aside). Then one `cat-file` for sizes, one for the files.
-"""
+ssh-keygen per approval commit aside). Then one `cat-file` for sizes, one for the files."""
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
@@ -44,7 +43,6 @@ VERDICTS = {
     "B": "bad signature (the commit was changed after it was signed)",
     "E": "signature cannot be checked ({key}): an SSH signature is needed",
 }
-Outcome = Literal["approved", "rejected", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -69,15 +67,6 @@ class Refusal:
     def __str__(self) -> str:
         at = f"{self.path}:{self.line}" if self.line else self.path
         return f"{at}: {self.reason} (commit {self.commit[:12]})"
-
-
-@dataclass(frozen=True)
-class ApprovalState:
-    outcome: Outcome
-    approved_by: tuple[str, ...] = ()
-    rejected_by: tuple[str, ...] = ()
-    refused: tuple[Refusal, ...] = ()  # decisions that did not count, and why
-    decided_by: Decision | None = None  # the decision that settled the outcome
 
 
 def approval_path(run_id: str, step: str, identity: str) -> str:
@@ -160,11 +149,16 @@ def _parse_log(out: bytes) -> list[_Change]:
 
 
 async def scan(
-    git: GitRepo, old: str | None, new: str, allowed_signers: Path
+    git: GitRepo,
+    old: str | None,
+    new: str,
+    allowed_signers: Path,
+    claimed: set[str] | None = None,
 ) -> list[Decision | Refusal]:
     """Every decision file a commit in old..new (all of new's history if old is None) added,
     changed or removed, in commit order (oldest first): a Decision, or a Refusal saying why
-    it does not count."""
+    it does not count. `claimed`: the paths a decision may have come from before `old`
+    (kept and updated by the caller); without it, a change after `old` is never an add."""
     out = await git.git(
         *_verifying(allowed_signers),
         "log", "-z", "--root", "--no-show-signature", "--reverse", "--date-order",
@@ -173,6 +167,12 @@ async def scan(
         new if old is None else f"{old}..{new}", "--", f"{APPROVALS}/",
     )  # fmt: skip
     changes = _parse_log(out)
+    known = claimed if claimed is not None else set() if old is None else None
+    for change in changes if known is not None else []:
+        if change.status == "M" and change.path not in known:
+            change.status = "A"  # a file no decision came from does not block its approver
+        if change.status == "A" and _judge(change) is None:
+            known.add(change.path)
     judged = [(change, _judge(change)) for change in changes]
     wanted = sorted({c.blob for c, why in judged if why is None})
     sizes = await _sizes(git, wanted)
@@ -252,45 +252,6 @@ def _decision(change: _Change, raw: bytes) -> Decision | Refusal:
         return refuse(f"decision: {said} neither approve nor reject; {example}", line)
     if not isinstance(comment, str):
         return refuse("comment: must be text (quote it)", document.locate(("comment",))[0])
-    run_id, step, _ = change.path.split("/")[1:]
-    return Decision(
-        run_id, step, change.signer, decision, comment, change.commit, change.time, change.path
-    )
-
-
-def decisions_for(items: Iterable[Decision | Refusal], run_id: str, step: str) -> list[Decision]:
-    return [d for d in items if isinstance(d, Decision) and (d.run_id, d.step) == (run_id, step)]
-
-
-def tally(
-    required: int, approvers: Sequence[str], policy: Approvers, decisions: Iterable[Decision]
-) -> ApprovalState:
-    """One step's state from its decisions in commit order. Each person's first decision
-    counts; decisions by people the step's `approvers` do not name are refused. The
-    outcome is settled by the first decision that settles it — the approval that makes
-    `required`, or any rejection — and later decisions never change it: a step that went
-    ahead stays approved however the history is read again."""
-    allowed, _ = policy.expand(approvers)
-    first: dict[str, Decision] = {}
-    approved: list[str] = []
-    rejected: list[str] = []
-    refused: list[Refusal] = []
-    outcome: Outcome = "waiting"
-    decided_by = None
-    for d in decisions:
-        if d.approver not in allowed:
-            reason = f"{d.approver} is not an approver of this step"
-            refused.append(Refusal(d.commit, d.path, reason))
-            continue
-        if (earlier := first.get(d.approver)) is not None:
-            reason = (
-                f"{d.approver} already decided ({earlier.decision} in commit"
-                f" {earlier.commit[:12]}): the first decision stands"
-            )
-            refused.append(Refusal(d.commit, d.path, reason))
-            continue
-        first[d.approver] = d
-        (approved if d.decision == "approve" else rejected).append(d.approver)
-        if outcome == "waiting" and (d.decision == "reject" or len(approved) >= required):
-            outcome, decided_by = ("rejected" if d.decision == "reject" else "approved"), d
-    return ApprovalState(outcome, tuple(approved), tuple(rejected), tuple(refused), decided_by)
+    run, step, _ = change.path.split("/")[1:]
+    at = (change.commit, change.time, change.path)
+    return Decision(run, step, change.signer, decision, comment, *at)

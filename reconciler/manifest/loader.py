@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from reconciler.manifest import yamlsource
+from reconciler.manifest.approvalrules import check_approvals
 from reconciler.manifest.checks import check_raw_graph, check_workflow
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
@@ -215,7 +216,7 @@ def _load_document(
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow) + _yaml11_booleans(doc)
     if not problems and policy is not None:
-        problems = policy.check(workflow)
+        problems = policy.check(workflow) + check_approvals(workflow, policy)
     if problems:
         return None, [issue(path, message) for path, message in problems]
     digest = content_hash(workflow)

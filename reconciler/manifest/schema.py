@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from reconciler.manifest.approvalspec import Approval
 from reconciler.manifest.checkspec import Check, Guard, PrometheusSource
 from reconciler.manifest.fanout import ForEach
 from reconciler.manifest.fields import Duration, Model, Name, ObjectName, OutputName
@@ -85,6 +86,9 @@ class StepBase(Model):
         max_length=4_096,
         description="CEL over `steps` (earlier outputs) and `inputs`; false: the step is"
         " Skipped (docs/outputs.md)",
+    )
+    approval: Approval | None = Field(
+        None, description="wait for signed approvals in git first (docs/approvals.md)"
     )
     for_each: ForEach | None = Field(
         None,

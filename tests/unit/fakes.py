@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -167,3 +168,35 @@ class FakeChecks:
 
     def times(self, name: str) -> list[float]:
         return [t for n, t in self.taken if n == name]
+
+
+class FakeApprovals:
+    """Approvals as tests give them: `decide(step, outcome, by)` (the daemon reads git)."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, Any] = {}
+        self.asked: list[str] = []
+        self.event = asyncio.Event()
+
+    def decide(self, step: str, outcome: str, by: str = "alice", refused: list[str] = ()) -> None:
+        from reconciler.engine.interface import ApprovalView
+
+        who = [{"approver": by, "commit": "c0ffee" * 7, "time": 0, "comment": "ok"}]
+        self.views[step] = ApprovalView(
+            outcome,
+            who if outcome == "approved" else [],
+            who if outcome == "rejected" else [],
+            list(refused),
+        )
+        self.event.set()
+
+    def state(self, run_id: str, step: StepBase) -> Any:
+        from reconciler.engine.interface import ApprovalView
+
+        self.asked.append(step.name)
+        return self.views.get(step.name, ApprovalView("waiting", [], [], []))
+
+    async def changed(self, timeout: float) -> None:
+        self.event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)

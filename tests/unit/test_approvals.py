@@ -19,8 +19,8 @@ from reconciler.gitops.approvals import (
     approvers_signers_file,
     scan,
     signer_of,
-    tally,
 )
+from reconciler.gitops.approvaltally import tally
 from reconciler.gitops.git import GitRepo
 from reconciler.manifest.policy import Approvers, Policy, check_approval_spec
 
@@ -112,14 +112,20 @@ def commit(clone: Path, files: dict[str, str | None], key: Path | None, message:
 
 
 def scanned(
-    bare: Path, tmp_path: Path, policy: Approvers, old: str | None = None
+    bare: Path,
+    tmp_path: Path,
+    policy: Approvers,
+    old: str | None = None,
+    claimed: set[str] | None = None,
+    upto: str | None = None,
 ) -> list[Decision | Refusal]:
     async def go() -> list[Decision | Refusal]:
         git = GitRepo(url=str(bare), workdir=tmp_path / "mirror", full_history=True)
         await git.ensure()
         head = await git.fetch()
         assert head is not None
-        return await scan(git, old, head, approvers_signers_file(policy, tmp_path / "signers"))
+        signers = approvers_signers_file(policy, tmp_path / "signers")
+        return await scan(git, old, upto or head, signers, claimed)
 
     return asyncio.run(go())
 
@@ -405,3 +411,20 @@ def test_approval_file_round_trips_any_comment():
         text = approvals.approval_file("reject", comment).decode()
         (document,) = yamlsource.parse_documents(text)
         assert document.data == {"decision": "reject", "comment": comment}
+
+
+def test_a_file_pushed_to_block_an_approver_does_not(remote, keys, policy, tmp_path):
+    """Mallory pushes an unsigned alice.yaml first; alice's signed change of it counts."""
+    bare, clone = remote
+    blocker = commit(clone, {decision_file(ALICE): "decision: reject\n"}, None)
+    real = commit(clone, {decision_file(ALICE): "decision: approve\n"}, keys[ALICE])
+    push(clone)
+    refusal, decision = scanned(bare, tmp_path, policy)
+    assert isinstance(refusal, Refusal) and refusal.commit == blocker
+    assert isinstance(decision, Decision) and decision.commit == real
+    assert decision.approver == ALICE and decision.decision == "approve"
+    # scanned in two steps, the caller's claimed paths carry the knowledge across
+    claimed: set[str] = set()
+    assert isinstance(scanned(bare, tmp_path, policy, claimed=claimed, upto=blocker)[0], Refusal)
+    (later,) = scanned(bare, tmp_path, policy, old=blocker, claimed=claimed)
+    assert isinstance(later, Decision) and later.commit == real
