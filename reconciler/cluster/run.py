@@ -17,6 +17,7 @@ from reconciler.cluster import inputs
 from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.events import EventRecorder
 from reconciler.cluster.keys import KEY_SECRET, execution_key
+from reconciler.engine.interface import Approvals
 from reconciler.engine.record import Measurement, RunRecord, Transition
 from reconciler.engine.runner import Engine
 from reconciler.formats.execution import (
@@ -172,6 +173,7 @@ async def run_in_cluster(
     policy: Policy,
     prometheus_url: str | None = None,
     observe: Callable[[str, Measurement], None] | None = None,
+    approvals: Approvals | None = None,
 ) -> RunRecord:
     """Run (or resume, if its WorkflowExecution exists unfinished) one workflow. `key`
     signs its execution (default: this installation's, read from the cluster). Each step
@@ -188,7 +190,7 @@ async def run_in_cluster(
             observe,
         )
         return await _run_in_cluster(
-            kube, engine, loaded, revision, hooks, cancel, labels, key, policy, checks
+            kube, engine, loaded, revision, hooks, cancel, labels, key, policy, checks, approvals
         )
 
 
@@ -203,6 +205,7 @@ async def _run_in_cluster(
     key: bytes | None,
     policy: Policy,
     checks: ClusterChecks,
+    approvals: Approvals | None = None,
 ) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels, key)
     resume = record_of(execution)
@@ -236,6 +239,7 @@ async def _run_in_cluster(
             hook=hook,
             resume=resume,
             checks=checks,
+            approvals=approvals,
         )
     finally:
         for task in watchers:

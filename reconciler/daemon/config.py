@@ -30,6 +30,8 @@ from reconciler.manifest.policy import Policy
 
 LOGS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # the DaemonConfig field (a flag and variable are derived from it)
@@ -124,9 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
         seconds,
         metavar="DURATION",
     ),
-    Setting(
-        "log_format", "json", "json: one JSON object per line; text: for people", choices=LOGS
-    ),
+    Setting("log_format", "json", "json: one JSON object per line; text: for people", choices=LOGS),
     Setting("log_level", "INFO", "the least severe messages logged", str.upper, choices=LEVELS),
     Setting(
         "prometheus_url",

@@ -22,6 +22,7 @@ from reconciler.cluster.keys import execution_key
 from reconciler.cluster.lease import LeaderElector
 from reconciler.cluster.namespaces import API_THREADS, ensure_namespace
 from reconciler.daemon import watchers
+from reconciler.daemon.approvals import ApprovalBook
 from reconciler.daemon.config import DaemonConfig
 from reconciler.daemon.queue import RunQueue
 from reconciler.daemon.recovery import Recovery
@@ -68,7 +69,8 @@ class Daemon:
             author_email=config.author_email,
             signing_key=config.signing_key,
             timeout=config.git_timeout,
-            full_history=config.allowed_signers is not None,
+            # signature verification and approvals both walk the history
+            full_history=config.allowed_signers is not None or bool(config.policy.approvers.people),
             partial=True,
         )
         self.writer = RecordWriter(self.git, config.workdir / "spool", self.metrics)
@@ -78,6 +80,7 @@ class Daemon:
         self.recovery = Recovery(kube, self.git, config.records_path, self.labels, config.policy)
         self.wake = asyncio.Event()
         engine = Engine(global_limit=config.max_concurrent_steps)
+        self.approvals = ApprovalBook(self.git, config.policy, config.workdir / "approvals")
         self.runs = Runs(
             kube,
             engine,
@@ -89,6 +92,7 @@ class Daemon:
             self.wake,
             config.policy,
             config.prometheus_url,
+            self.approvals,
         )
         self.revisions = Revisions(
             config,
@@ -99,6 +103,7 @@ class Daemon:
             self.queue,
             self.runs,
             self.recovery,
+            self.approvals,
         )
         self.api_ok = False
         self.elector: LeaderElector | None = None

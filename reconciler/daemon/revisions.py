@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from reconciler.cluster.history import executions_to_prune
+from reconciler.daemon.approvals import ApprovalBook
 from reconciler.daemon.config import DaemonConfig
 from reconciler.daemon.plans import PlanBranches
 from reconciler.daemon.queue import RunQueue
@@ -42,7 +43,9 @@ class Revisions:
         queue: RunQueue,
         runs: Runs,
         recovery: Recovery,
+        approvals: ApprovalBook,
     ) -> None:
+        self.approvals = approvals
         self.config = config
         self.git = git
         self.kube = kube
@@ -106,12 +109,14 @@ class Revisions:
 
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"
+        decided = await self.approvals.update(head)  # before the runs that wait look again
         records = await self.git.ls_tree(head, self.config.records_path)  # once a revision
         if self.judge is not None and not await self._signed(head, records):
             return
         desired = await self.cache.desired(self.git, head, self.config.path)
         self._record_errors(desired.issues)
         recorded = recorded_runs(records)
+        self._report_unreached(decided, set(recorded))
         await self.recovery.record_lost_finals(recorded, self.runs.submit_final)
         executions = await self.kube.list_metadata("workflowexecutions", execution_path())
         decision = decide(
@@ -128,6 +133,16 @@ class Revisions:
             log.info("workflow %s was deleted while running: cancelling", name)
         self.metrics.queue_depth.set(len(self.queue.waiting))
         await self._prune_executions(executions, recorded)
+
+    def _report_unreached(self, decided: list[Any], recorded: set[str]) -> None:
+        waiting = {
+            h.loaded.run_id: {s.name for s in h.loaded.workflow.spec.steps if s.approval}
+            for h in self.queue.running.values()
+        }
+        report = self.approvals.unreached_report(decided, waiting, recorded)
+        if report is not None:
+            path = reports.approvals_path(self.config.records_path)
+            self.writer.submit({path: report}, "reconciler: approvals that reached no run")
 
     async def _signed(self, head: str, records: list[TreeEntry]) -> bool:
         """--verify-signatures: record a refusal, or clear an earlier one once a signed

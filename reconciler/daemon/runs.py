@@ -9,7 +9,8 @@ import logging
 from reconciler import failpoints
 from reconciler.cluster.run import AlreadyRun, run_in_cluster
 from reconciler.daemon.queue import RunHandle, RunQueue, Waiting
-from reconciler.engine.record import RunPhase, RunRecord, Transition
+from reconciler.engine.interface import Approvals
+from reconciler.engine.record import RunPhase, RunRecord, StepPhase, Transition
 from reconciler.engine.runner import Engine
 from reconciler.formats.run_record import commit_message, record_files
 from reconciler.gitops.recordwriter import RecordWriter
@@ -35,7 +36,9 @@ class Runs:
         wake: asyncio.Event,
         policy: Policy,
         prometheus_url: str | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
+        self.approvals = approvals
         self.policy = policy
         self.prometheus_url = prometheus_url
         self.kube = kube
@@ -66,7 +69,9 @@ class Runs:
 
         async def commit_start(record: RunRecord, t: Transition) -> None:
             starting = t.scope == "run" and t.phase == RunPhase.RUNNING.value
-            if starting and not record.execution_order:
+            # and when a step waits for people: its record in git says how to decide
+            asking = t.scope == "step" and t.phase == StepPhase.WAITING_FOR_APPROVAL.value
+            if (starting and not record.execution_order) or asking:
                 self.submit(record, loaded.file)
 
         try:
@@ -82,6 +87,7 @@ class Runs:
                 prometheus_url=self.prometheus_url,
                 observe=self.metrics.measured,
                 hooks=[self.metrics.hook, log_transition, commit_start],
+                approvals=self.approvals,
             )
         except AlreadyRun:
             return None

@@ -1,7 +1,7 @@
 """The files the daemon writes under the records path besides run records: `_errors.md`
 (invalid manifests, at file, line, column and field), `_refused.md` (an unsigned revision),
-and the plans of plan branches (`plans/<branch>/<workflow>.md`). The one owner of their
-paths and content.
+`_approvals.md` (decisions that reached no waiting step), and the plans of plan branches
+(`plans/<branch>/<workflow>.md`). The one owner of their paths and content.
 
 None of them names the head revision or a time: the daemon's own record commits move the
 head, and a file that changed with every head would commit itself forever.
@@ -15,6 +15,7 @@ from reconciler.manifest.errors import ManifestIssue, format_path
 
 ERRORS_FILE = "_errors.md"
 REFUSED_FILE = "_refused.md"
+APPROVALS_FILE = "_approvals.md"
 
 
 def errors_path(records_path: str) -> str:
@@ -25,9 +26,27 @@ def refused_path(records_path: str) -> str:
     return f"{records_path.rstrip('/')}/{REFUSED_FILE}"
 
 
+def approvals_path(records_path: str) -> str:
+    return f"{records_path.rstrip('/')}/{APPROVALS_FILE}"
+
+
 def own_report_paths(records_path: str) -> set[str]:
     """Files the daemon itself writes and removes under the records path."""
-    return {errors_path(records_path), refused_path(records_path)}
+    return {errors_path(records_path), refused_path(records_path), approvals_path(records_path)}
+
+
+def approvals_markdown(unreached: list[str]) -> bytes:
+    """Decisions under approvals/ that reached no waiting step (docs/approvals.md)."""
+    lines = [
+        "# Approvals that did nothing",
+        "",
+        "Each was committed for a run or step that is not waiting for it. Decisions on a",
+        "waiting step are in that run's record.",
+        "",
+        *(f"- {markdown_text(line)}" for line in unreached),
+        "",
+    ]
+    return "\n".join(lines).encode()
 
 
 def plan_dir(records_path: str, branch: str) -> str:
