@@ -28,8 +28,8 @@ test-unit: $(STAMP)
 E2E        := tests/e2e
 # (the real node starts in the background when the session does: its tests come later)
 E2E_FIRST  := $(addprefix $(E2E)/,test_faults.py test_deploy_rbac.py test_checks_e2e.py \
-	test_image.py test_real_node.py test_daemon_pod.py test_examples.py test_soak.py \
-	test_workflow_runs.py test_zz_real_node_leaves_no_trace.py)
+	test_image.py test_real_node.py test_outputs_e2e.py test_daemon_pod.py test_examples.py \
+	test_soak.py test_workflow_runs.py test_zz_real_node_leaves_no_trace.py)
 # both end with these: the render check of the reports they committed, the secret scan
 E2E_LAST   := $(addprefix $(E2E)/,test_zz_report_render.py test_zz_secret_scan.py)
 E2E_SECOND := $(filter-out $(E2E_FIRST) $(E2E_LAST),$(sort $(wildcard $(E2E)/test_*.py)))
