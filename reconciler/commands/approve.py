@@ -94,6 +94,12 @@ def register(sub: Subcommands) -> None:
         "--branch", help="the branch the daemon follows (default: the current one; check it out)"
     )
     p.add_argument("--no-push", action="store_true", help="commit only; push it yourself later")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="write over a file at your decision's path that was not your decision (e.g. one"
+        " someone pushed unsigned to block you); if it was yours, your first decision stands",
+    )
     add_git_timeout_flag(p)
     p.set_defaults(func=main)
 
@@ -144,11 +150,14 @@ def approve(args: argparse.Namespace) -> str:
     if len(content) > MAX_BYTES:
         raise ApproveError(f"-m: over {MAX_BYTES} bytes, which the daemon refuses; shorten it")
     path = approval_path(args.run_id, args.step, identity)
-    decided = f"{path} exists already: {identity} has decided on this step (decisions stand)"
-    if (top / path).exists() or _quietly(git, "ls-files", "--", path):
+    decided = (
+        f"{path} exists already: {identity} has decided on this step (decisions stand; if"
+        " that file was not your decision, --replace writes yours over it)"
+    )
+    if not args.replace and ((top / path).exists() or _quietly(git, "ls-files", "--", path)):
         raise ApproveError(decided)
     if not args.no_push:
-        _check_remote(git, args.remote, branch, path, decided)
+        _check_remote(git, args.remote, branch, path, None if args.replace else decided)
     signing = ["-c", "gpg.format=ssh"]
     if args.signing_key:
         key = Path(args.signing_key).expanduser()
@@ -171,14 +180,14 @@ def approve(args: argparse.Namespace) -> str:
     return f"{subject} as {identity}: commit {commit} pushed to {args.remote}/{branch}"
 
 
-def _check_remote(git: Git, remote: str, branch: str, path: str, decided: str) -> None:
+def _check_remote(git: Git, remote: str, branch: str, path: str, decided: str | None) -> None:
     """The remote's branch has no decision of ours yet, and pushing HEAD would push nothing
     but decisions: an approval must not carry someone's unfinished workflow change along."""
     try:
         git("fetch", "--quiet", remote, f"refs/heads/{branch}")
     except GitFailed as err:
         raise ApproveError(f"cannot fetch {branch} from {remote}: {err}") from None
-    if _quietly(git, "cat-file", "-t", f"FETCH_HEAD:{path}"):
+    if decided is not None and _quietly(git, "cat-file", "-t", f"FETCH_HEAD:{path}"):
         raise ApproveError(f"{decided}, on {remote}/{branch}")
     # against the merge base: what pushing HEAD would add, merged branches included
     ahead = _quietly(git, "diff", "--name-only", "--no-renames", "-z", "FETCH_HEAD...HEAD")

@@ -37,6 +37,7 @@ async def launch(run: WorkflowRun, name: str) -> None:
             rec.phase, rec.finished, rec.message = StepPhase.FAILED, run.now(), why
             await run.emit("step", rec.phase, name)
             return
+        rec.message = None  # how to approve: said, and done
     rec.phase = StepPhase.RUNNING
     if rec.started is None:
         rec.started = run.now()

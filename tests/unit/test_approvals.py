@@ -345,7 +345,7 @@ def test_approve_commits_signs_and_pushes(remote, keys, policy, tmp_path, capsys
     assert "exists already: alice@example.com has decided" in capsys.readouterr().err
     sh("git", "reset", "--quiet", "--hard", "HEAD~1", cwd=clone)
     assert approve("--repo", str(clone)) == 1
-    assert "decided on this step (decisions stand), on origin/main" in capsys.readouterr().err
+    assert "--replace writes yours over it), on origin/main" in capsys.readouterr().err
 
 
 def test_approve_rebases_and_resigns_when_the_remote_moved_on(remote, keys, policy, tmp_path):
