@@ -66,10 +66,10 @@ def undo_target(original: dict[str, str], new_keys: list[str], mode: str) -> Dat
     return DataTarget({k: original.get(k) for k in new_keys}, exact=False)
 
 
-def data_outputs(written: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def data_outputs(written: dict[str, Any], keys: int) -> dict[str, Any]:
     """What later steps may use of a data write: never a value (a Secret's stays secret)."""
     version = str((written.get("metadata") or {}).get("resourceVersion", ""))
-    return {OUTPUTS_KEY: {"resourceVersion": version, "changedKeys": len(patch["data"])}}
+    return {OUTPUTS_KEY: {"resourceVersion": version, "changedKeys": keys}}
 
 
 async def wait_for_data(
@@ -120,7 +120,7 @@ class UpdateConfigMap(DataAction):
         what, path = self._where(step)
         current = await self._data(kube, step)
         patch = self._target(step).patch(current)
-        return data_outputs(await kube.merge_patch(what, path, patch), patch)
+        return data_outputs(await kube.merge_patch(what, path, patch), len(patch["data"]))
 
     async def wait(self, kube: Kube, step: StepBase, captured: Captured, ctx: StepContext) -> None:
         await wait_for_data(
@@ -208,7 +208,9 @@ class UpdateSecret(DataAction):
         patch = target.patch(current)
         written = await kube.merge_patch(what, path, patch)
         return {  # what the step did to each key; never a value, nor a digest of one
-            **data_outputs(written, patch),
+            # the keys it writes, changed or not: how many differed would tell the record
+            # whether a written value equalled the live one
+            **data_outputs(written, len(target.values)),
             "keys": {
                 k: "set" if v is not None else "removed" for k, v in sorted(target.values.items())
             },

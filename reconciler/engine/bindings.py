@@ -22,12 +22,13 @@ class Unresolvable(Exception):
 
 
 def variables(record: RunRecord, inputs: dict[str, Any]) -> dict[str, Any]:
-    """What `when` sees: `steps.<name>.outputs` of every step that has outputs, `inputs`."""
-    steps = {
-        name: {"outputs": dict(rec.outputs), "phase": str(rec.phase)}
-        for name, rec in record.steps.items()
-        if rec.outputs is not None
-    }
+    """What `when` sees: `steps.<name>.phase` of every step and `.outputs` of those that
+    have outputs (`has(steps.fix.outputs)` is false for a skipped one), and `inputs`."""
+    steps: dict[str, Any] = {}
+    for name, rec in record.steps.items():
+        steps[name] = {"phase": str(rec.phase)}
+        if rec.outputs is not None:
+            steps[name]["outputs"] = dict(rec.outputs)
     return {"steps": steps, "inputs": dict(inputs)}
 
 
@@ -52,7 +53,8 @@ def resolve(step: StepBase, record: RunRecord, inputs: dict[str, Any]) -> StepBa
     (a value its field refuses is Unresolvable); itself when it has none."""
     if not step.templates:
         return step
-    data = step.model_dump(mode="json", by_alias=True, exclude={"templates"})
+    # only what was written: a default dumped (an initialDelay of "0s") may not validate
+    data = step.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"templates"})
     for pointer, text in step.templates.items():
         at = field_path(pointer)
         references.set_at(
@@ -67,12 +69,23 @@ def resolve(step: StepBase, record: RunRecord, inputs: dict[str, Any]) -> StepBa
         raise Unresolvable(f"{at}: {first['msg']} (after resolving its references)") from None
 
 
+def when_of(step: StepBase, record: RunRecord, inputs: dict[str, Any]) -> str | None:
+    """The step's `when`, its references resolved, as written when it has none."""
+    text = step.templates.get("when")
+    if text is None:
+        return step.when
+    value = references.substitute(text, ("when",), lambda r: _value(r, record, inputs))
+    return str(value)
+
+
 def when_holds(step: StepBase, record: RunRecord, inputs: dict[str, Any]) -> bool:
-    """The verdict of a resolved step's `when` (True when it has none)."""
-    if step.when is None:
+    """The verdict of the step's `when` (True when it has none), decided before its params
+    are resolved: a `when` may skip a step whose params reference a skipped step."""
+    when = when_of(step, record, inputs)
+    if when is None:
         return True
     try:
-        return evaluate(compile_condition(step.when), variables(record, inputs))
+        return evaluate(compile_condition(when), variables(record, inputs))
     except ExpressionError as err:
         raise Unresolvable(f"when: {err}") from None
 

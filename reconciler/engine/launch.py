@@ -18,16 +18,16 @@ if TYPE_CHECKING:
 async def launch(run: WorkflowRun, name: str) -> None:
     rec = run.record.steps[name]
     inputs = run.workflow.spec.inputs
+    written = run.steps[name]
     try:
-        step = resolve(run.steps[name], run.record, inputs)
-        wanted = when_holds(step, run.record, inputs)
+        if not when_holds(written, run.record, inputs):
+            rec.phase, rec.finished, rec.skipped_by_when = StepPhase.SKIPPED, run.now(), True
+            rec.message = f"when: {written.templates.get('when', written.when)} was false"
+            await run.emit("step", rec.phase, name)
+            return
+        step = resolve(written, run.record, inputs)
     except Unresolvable as err:  # before it changed anything: nothing to undo
         rec.phase, rec.finished, rec.message = StepPhase.FAILED, run.now(), str(err)
-        await run.emit("step", rec.phase, name)
-        return
-    if not wanted:
-        rec.phase, rec.finished, rec.skipped_by_when = StepPhase.SKIPPED, run.now(), True
-        rec.message = f"when: {run.steps[name].when} was false"
         await run.emit("step", rec.phase, name)
         return
     if step.approval is not None and (rec.approval or {}).get("outcome") != "approved":

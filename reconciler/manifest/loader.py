@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ from reconciler.manifest.approvalrules import check_approvals
 from reconciler.manifest.checks import check_raw_graph, check_workflow
 from reconciler.manifest.errors import FieldPath, ManifestIssue
 from reconciler.manifest.identity import content_hash, run_id
-from reconciler.manifest.outputrules import check_raw_references, misplaced
+from reconciler.manifest.outputrules import check_raw_references, misplaced, reworded
 from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import ACTIONS, Workflow
 from reconciler.manifest.wording import kind_of, not_a_workflow, translate
@@ -213,6 +213,7 @@ def _load_document(
         wrong_refs = check_raw_references(doc.data, ACTIONS)
         issues = [i for i in issues if i.path not in {path for path, _ in wrong_refs}]
         issues += [issue(path, m) for path, m in wrong_refs]
+        issues = [replace(i, message=reworded(doc.data, i.path, i.message)) for i in issues]
         return None, sorted(issues, key=lambda i: (i.line, i.column))
     problems = check_workflow(workflow) + _yaml11_booleans(doc)
     if not problems and policy is not None:

@@ -97,7 +97,7 @@ def check_references(workflow: Workflow) -> list[Problem]:
         base: FieldPath = ("spec", "steps", i)
         for pointer, text in step.templates.items():
             problems += graph.check_template((*base, *field_path(pointer)), text, step.name)
-        if step.when is not None and not any(at[3:4] == ("when",) for at, _ in problems):
+        if step.when is not None and not any(at[:4] == (*base, "when") for at, _ in problems):
             problems += _check_when((*base, "when"), step.when, step.name, graph)
     return problems
 
@@ -150,6 +150,21 @@ def _check_when(at: FieldPath, text: str, step: str, graph: _Graph) -> list[Prob
         Reference(found[0], found.start(), None, found[1]) for found in _NATIVE_INPUT.finditer(text)
     ]
     return [(at, message) for ref in refs if (message := graph.wrong(ref, step))]
+
+
+def reworded(data: Any, at: FieldPath, message: str) -> str:
+    """A schema error at a field that holds a reference names the reference, not the
+    stand-in the schema saw in its place ("got 'x'")."""
+    value: Any = data
+    for key in at:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return message
+    if not (isinstance(value, str) and "${{" in value) or ", got " not in message:
+        return message
+    head = message.rsplit(", got ", 1)[0]
+    return f"{head}, got {value.strip()}, whose value does not fit here (docs/outputs.md)"
 
 
 def misplaced(data: Any) -> list[Problem]:

@@ -85,10 +85,13 @@ def field_path(pointer: str) -> tuple[str | int, ...]:
     return tuple(int(k) if k.isdigit() else k for k in unpointer(pointer))
 
 
-def _path_in(data: Any, keys: tuple[str, ...]) -> tuple[str | int, ...] | None:
-    """The field path of a pointer in `data` (list indexes as ints), None if it is gone."""
+def _path_in(data: Any, keys: tuple[str, ...], make: bool = False) -> tuple[str | int, ...] | None:
+    """The field path of a pointer in `data` (list indexes as ints), None if it is gone.
+    `make`: mappings on the way are made (a dump that left out defaults left them out)."""
     at: list[str | int] = []
-    for key in keys:
+    for i, key in enumerate(keys):
+        if make and isinstance(data, dict) and key not in data:
+            data[key] = {} if i < len(keys) - 1 else None
         if isinstance(data, list) and key.isdigit() and int(key) < len(data):
             at.append(int(key))
             data = data[int(key)]
@@ -107,7 +110,7 @@ def restore(raw: dict[str, Any]) -> dict[str, Any]:
         return raw
     raw = copy.deepcopy({k: v for k, v in raw.items() if k != TEMPLATES})
     for key, text in held.items():
-        at = _path_in(raw, unpointer(str(key)))
+        at = _path_in(raw, unpointer(str(key)), make=True)
         if at is not None and isinstance(text, str):
             references.set_at(raw, at, text)
     return raw

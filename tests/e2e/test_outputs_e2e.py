@@ -104,10 +104,7 @@ def test_outputs_flow_into_later_steps_and_a_false_when_skips_a_step_whose_depen
         "      verify:\n        - name: api-at-previous\n          kubernetes:\n"
         f"            condition: 'object.spec.replicas == {previous}"
         f" && object.status.readyReplicas == {previous}'\n          timeout: 30s\n"
-        # given: with the default (0s), engine/bindings.resolve refuses a step with a
-        # reference and a check when it starts (its model_dump writes initialDelay '0s',
-        # which no duration may be); drop this line once that is fixed
-        "          initialDelay: 100ms\n"
+        # (no initialDelay: its default once broke resolving a step with a check)
         f"    - {{name: rotate, action: UpdateSecret, {at}db}},"
         f" params: {{data: {{PASSWORD: {password}}}}}}}\n"
         f"    - name: note\n      action: UpdateConfigMap\n      dependsOn: [match, rotate]\n"

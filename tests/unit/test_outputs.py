@@ -406,3 +406,93 @@ def test_the_markdown_report_lists_outputs_and_says_skipped_by_when() -> None:
     page = render_markdown(record)
     assert "## Outputs" in page and "`previousReplicas`" in page and "`1`" in page
     assert "Skipped (when)" in page and "Skipped by its when" in page
+
+
+# ---------------------------------------------------------------- found end to end
+
+
+def test_a_step_with_a_reference_and_a_default_check_resolves() -> None:
+    wf = workflow(
+        [
+            {"name": "up"},
+            {
+                "name": "back",
+                "dependsOn": ["up"],
+                "params": {"replicas": "${{ steps.up.outputs.previousReplicas }}"},
+                "verify": [
+                    {
+                        "name": "ready",
+                        "kubernetes": {"condition": "object.spec.replicas == 1"},
+                        "timeout": "30s",
+                    }
+                ],
+            },
+        ]
+    )
+    record = RunRecord(workflow="wf", run_id="r", content_hash="h", max_concurrent=1)
+    record.steps["up"] = StepRecord(
+        name="up", action="ScaleDeployment", depends_on=[], outputs={"previousReplicas": 1}
+    )
+    assert resolve(wf.spec.steps[1], record, {}).params.replicas == 1  # type: ignore[attr-defined]
+
+
+def test_when_guards_a_step_whose_params_reference_a_skipped_step() -> None:
+    wf = workflow(
+        [
+            {"name": "probe"},
+            {"name": "fix", "dependsOn": ["probe"], "when": "false"},
+            {
+                "name": "use",
+                "dependsOn": ["fix"],
+                "when": "has(steps.fix.outputs) && steps.fix.outputs.replicas > ${{ inputs.n }}",
+                "params": {"replicas": "${{ steps.fix.outputs.replicas }}"},
+            },
+        ],
+        inputs={"n": 1},
+    )
+    record = run(wf, FakeActions({"probe": Script(outputs={"previousReplicas": 1, "replicas": 2})}))
+    use = record.steps["use"]
+    assert use.skipped_by_when and record.phase == RunPhase.SUCCEEDED, use.message
+    # the message quotes the `when` as written, not its stand-ins
+    assert use.message == (
+        "when: has(steps.fix.outputs) && steps.fix.outputs.replicas > ${{ inputs.n }} was false"
+    )
+
+
+def test_a_checkpointed_reference_whose_stand_in_is_the_default_survives() -> None:
+    from reconciler.formats.execution import manifest_of, stored_workflow  # noqa: F401
+    from reconciler.manifest.outputs import restore
+
+    wf = workflow(
+        [
+            {
+                "name": "drain",
+                "action": "DrainNode",
+                "target": {"name": "worker-1"},
+                "params": {"force": "${{ inputs.force }}"},
+            }
+        ],
+        inputs={"force": True},
+    )
+    step = wf.spec.steps[0]
+    dumped = step.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    assert "force" not in dumped.get("params", {})  # the stand-in is the default
+    assert restore(dumped)["params"]["force"] == "${{ inputs.force }}"
+
+
+def test_each_steps_when_is_checked_whatever_another_steps_when_says() -> None:
+    found = problems("""\
+        steps:
+          - name: a
+            action: ScaleDeployment
+            target: {namespace: shop, name: web}
+            params: {replicas: 1}
+            when: nope.x > 1
+          - name: b
+            action: ScaleDeployment
+            target: {namespace: shop, name: web}
+            params: {replicas: 1}
+            when: steps.ghost.outputs.x > 1
+        """)
+    assert any("spec.steps[0].when" in p for p in found), found
+    assert any("spec.steps[1].when" in p and "unknown step 'ghost'" in p for p in found), found
