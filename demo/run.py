@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from examples_setup import (  # noqa: E402
     CANARY,
     ExampleMetrics,
+    approvers_policy,
     create_example_targets,
     on_real_node,
 )
@@ -123,6 +124,27 @@ def make_remote(work: Path, node: RealNode | None) -> tuple[Path, Path]:
     return bare, clone
 
 
+def waiting_for_approval(bare: Path, run_id: str) -> bool:
+    """node-rotation's Running record in git says its drain waits for approval."""
+    try:
+        return "waits for approval" in git("show", f"main:runs/node-rotation/{run_id}.md", cwd=bare)
+    except subprocess.CalledProcessError:
+        return False
+
+
+def approve(clone: Path, run_id: str, keys: dict[str, Path]) -> None:
+    say("node-rotation waits for two approvals: alice and bob approve with signed commits")
+    for who, key in keys.items():
+        args = ["approve", run_id, "drain-old-pool", "--repo", str(clone), "--as", who]
+        args += ["--signing-key", str(key), "-m", "pool retired in OPS-1234"]
+        print(f"   $ reconciler {' '.join(args)}")
+        git("pull", "--quiet", "--rebase", "origin", "main", cwd=clone)
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True
+        )
+        print(f"   {(done.stdout or done.stderr).strip()}")
+
+
 def sample(pid: int) -> tuple[float, float]:
     """(RSS MiB, CPU seconds) of a process, from /proc."""
     rss = 0.0
@@ -151,7 +173,8 @@ def main() -> int:
     node = start_real_node(api, cluster)
     bare, clone = make_remote(work, node)
     port = free_port()
-    policy = Path(__file__).resolve().parent / "policy.yaml"
+    # demo/policy.yaml with alice's and bob's keys, made for this run (node-rotation's approval)
+    policy, approver_keys = approvers_policy(Path(__file__).resolve().parent / "policy.yaml", work)
     say(
         f"starting the daemon: reconciler daemon --repo {bare} --listen 127.0.0.1:{port}"
         " --policy demo/policy.yaml"
@@ -193,10 +216,14 @@ def main() -> int:
         pending = {w.name: w.run_id for w in workflows}
         phases: dict[str, str] = {}
         peak_rss, deadline = 0.0, time.monotonic() + 300
-        say(f"waiting for {len(pending)} runs (one is designed to fail and roll back)")
+        say(f"waiting for {len(pending)} runs (two are designed to fail and roll back)")
+        rotation = pending.get("node-rotation")
         while pending and time.monotonic() < deadline:
             rss, _ = sample(daemon.pid)
             peak_rss = max(peak_rss, rss)
+            if rotation and waiting_for_approval(bare, rotation):
+                approve(clone, rotation, approver_keys)
+                rotation = None
             for name, run_id in list(pending.items()):
                 try:
                     record = git("show", f"main:runs/{name}/{run_id}.yaml", cwd=bare)

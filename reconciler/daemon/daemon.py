@@ -42,6 +42,7 @@ LEADERSHIP_LOST = 2  # exit code: another replica leads now
 TASK_FAILED = 3  # exit code: a task that may not be restarted failed
 
 
+APPROVALS_POLL = 2.0  # --once: seconds between reads of the remote's approvals/
 RETRY_FIRST = 1.0  # seconds after a failed sync; doubling while it keeps failing...
 RETRY_MOST = 30.0  # ...up to this, and never longer than the polling interval
 
@@ -223,10 +224,14 @@ class Daemon:
 
     async def _once(self) -> int:
         await self.revisions.sync()
+        # a step may wait for approvals: they keep being read, nothing else is
+        poll = min(self.config.interval, APPROVALS_POLL) if self.approvals.enabled else None
         while not self.queue.idle():
             tasks = [h.task for h in self.queue.running.values()]
             if tasks:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(tasks, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            if poll is not None:
+                await self.revisions.read_approvals()
             self.runs.start_ready()
         await self.writer.drain()
         return 0 if not self.runs.crashed and not self.runs.unsuccessful else 1

@@ -107,6 +107,17 @@ class Revisions:
         self.runs.start_ready()
         return synced
 
+    async def read_approvals(self) -> None:
+        """--once: the remote's new decisions only (no new revision runs); a failure is
+        logged and tried again at the next call."""
+        try:
+            head = await self.git.remote_head()
+            if head is not None and head != self.approvals.scanned:
+                await self.git.fetch()
+                await self.approvals.update(head)
+        except GitError as err:
+            log.warning("reading approvals failed: %s", err)
+
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"
         decided = await self.approvals.update(head)  # before the runs that wait look again

@@ -3,6 +3,9 @@ runs every example, and by `make demo`)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -25,7 +28,10 @@ CONFIGMAPS = {
         "UPSTREAM_URL": "https://psp-v1.internal",
         "TIMEOUT_MS": "1000",
     },
+    ("ops", "node-rotation"): {},
 }
+OLD_POOL = ("old-1", "old-2", "old-3")  # node-rotation drains these (label pool=old)
+APPROVERS = ("alice@example.com", "bob@example.com")  # sre-leads, with keys made per run
 MAINTENANCE_NODE = "worker-1"
 CANARY = ("demo-failed-canary.yaml", "canary-check")  # the Custom step that really runs
 
@@ -44,6 +50,31 @@ def on_real_node(workflow_text: str, label: tuple[str, str], taint_key: str) -> 
         f"        tolerations: [{{key: {taint_key}, operator: Exists}}]\n"
     )
     return head + marker + step.replace(params, params + placement, 1)
+
+
+def approvers_policy(policy: Path, work: Path) -> tuple[Path, dict[str, Path]]:
+    """The demo's policy with its approvers' (alice's and bob's) SSH keys swapped for keys
+    made here: no private key is kept in the repository. The policy file and each key."""
+    keys = {}
+    for who in APPROVERS:
+        key = work / "approver-keys" / who.split("@")[0]
+        key.parent.mkdir(parents=True, exist_ok=True)
+        if not key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", who, "-f", str(key)],
+                check=True,
+                capture_output=True,
+            )
+        keys[who] = key
+    text = policy.read_text()
+    for who, key in keys.items():  # each approver's line, its key swapped for the new one
+        line = re.compile(rf"^(    {re.escape(who)}: )\[.*\]$", re.MULTILINE)
+        assert line.search(text), f"demo/policy.yaml names no approver {who}"
+        new = key.with_suffix(".pub").read_text().strip()
+        text = line.sub(lambda m: f"{m[1]}['{new}']", text)  # noqa: B023 (used at once)
+    out = work / "policy.yaml"
+    out.write_text(text)
+    return out, keys
 
 
 def _ignore_exists(call: Any, *args: Any) -> None:
@@ -104,19 +135,21 @@ def create_example_targets(api: k8s.ApiClient) -> None:
         _ignore_exists(
             core.create_namespaced_config_map, ns, {"metadata": {"name": name}, "data": data}
         )
-    # the node to maintain: a kwok node with pods that a PodDisruptionBudget protects
-    _ignore_exists(
-        core.create_node,
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": MAINTENANCE_NODE,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"kubernetes.io/hostname": MAINTENANCE_NODE, "type": "kwok"},
+    # the node to maintain: a kwok node with pods that a PodDisruptionBudget protects;
+    # and the old pool node-rotation retires
+    for name, labels in [(MAINTENANCE_NODE, {}), *((n, {"pool": "old"}) for n in OLD_POOL)]:
+        _ignore_exists(
+            core.create_node,
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"kubernetes.io/hostname": name, "type": "kwok", **labels},
+                },
             },
-        },
-    )
+        )
     _ignore_exists(
         apps.create_namespaced_deployment, "shop", deployment_body("inventory", 2, MAINTENANCE_NODE)
     )

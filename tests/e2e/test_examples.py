@@ -6,15 +6,26 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from daemonhelp import Daemon, Remote, daemons, remote, unpadded  # noqa: F401  (fixtures)
+import yaml
+from daemonhelp import (  # noqa: F401  (fixtures)
+    Daemon,
+    Remote,
+    daemons,
+    remote,
+    run_cli,
+    sh,
+    unpadded,
+)
 from examples_setup import (
     CANARY,
     MAINTENANCE_NODE,
+    OLD_POOL,
     ExampleMetrics,
+    approvers_policy,
     create_example_targets,
     on_real_node,
 )
-from kubehelp import api, execution, image_of  # noqa: F401
+from kubehelp import api, execution, image_of, wait_for  # noqa: F401
 from kubernetes import client as k8s
 from promhelp import PrometheusServer
 from realnode import LABEL, TAINT
@@ -31,6 +42,7 @@ EXPECTED = {
     "storefront-fanout-restart": "Succeeded",
     "demo-failed-canary": "RolledBack",  # designed to fail and show its rollback record
     "demo-verified-rollout": "RolledBack",  # its error-rate check fails on a real Prometheus
+    "node-rotation": "Succeeded",  # once alice and bob approve, by signed commits
 }
 
 
@@ -47,13 +59,14 @@ def test_every_example_runs_against_the_cluster(
 
 
 def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_url: str) -> None:
-    loaded = load_paths([EXAMPLES / "workflows"], Policy.load(DEFAULT_PROTECTED, POLICY))
+    policy, keys = approvers_policy(POLICY, tmp_path)
+    loaded = load_paths([EXAMPLES / "workflows"], Policy.load(DEFAULT_PROTECTED, policy))
     assert loaded.ok and {w.name for w in loaded.workflows} == set(EXPECTED)
     create_example_targets(api)
     shutil.copytree(EXAMPLES / "workflows", remote.clone / "workflows", dirs_exist_ok=True)
     canary = remote.clone / "workflows" / CANARY[0]  # its Job runs on the real node
     canary.write_text(on_real_node(canary.read_text(), LABEL, TAINT["key"]))
-    loaded = load_paths([remote.clone / "workflows"], Policy.load(DEFAULT_PROTECTED, POLICY))
+    loaded = load_paths([remote.clone / "workflows"], Policy.load(DEFAULT_PROTECTED, policy))
     remote.commit_all("examples")
     daemon = Daemon(
         str(remote.bare),
@@ -63,13 +76,29 @@ def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_ur
         "--max-concurrent-workflows",
         "5",
         "--policy",
-        str(POLICY),
+        str(policy),
         "--prometheus-url",
         prometheus_url,
     )
     daemon.start(wait_ready=False)
     daemons.append(daemon)
     assert daemon.proc is not None
+    rotation = next(w.run_id for w in loaded.workflows if w.name == "node-rotation")
+    wait_for(
+        lambda: (
+            (execution(api, rotation) or {}).get("status", {}).get("phase") == "WaitingForApproval"
+        ),
+        120,
+        "node-rotation waiting for approval",
+    )
+    assert all(not k8s.CoreV1Api(api).read_node(n).spec.unschedulable for n in OLD_POOL)
+    for who, key in keys.items():  # as the report says: reconciler approve RUN STEP
+        sh("git", "pull", "--quiet", "--rebase", "origin", "main", cwd=remote.clone)
+        done = run_cli(
+            "approve", rotation, "drain-old-pool", "--repo", str(remote.clone), "--as", who,
+            "--signing-key", str(key), "-m", "pool retired in OPS-1234", log_dir=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
     assert daemon.proc.wait(timeout=300) == 1  # one example is designed to fail
     phases = {}
     for w in loaded.workflows:
@@ -91,6 +120,16 @@ def run_examples(api, kubeconfig, remote, daemons, tmp_path: Path, prometheus_ur
         "CACHE_BACKEND": "redis-v1"
     }
     assert not k8s.CoreV1Api(api).read_node(MAINTENANCE_NODE).spec.unschedulable
+    assert all(k8s.CoreV1Api(api).read_node(n).spec.unschedulable for n in OLD_POOL)
+    assert k8s.CoreV1Api(api).read_namespaced_config_map("node-rotation", "ops").data == {
+        "pool": "old",
+        "ticket": "OPS-1234",
+        "drained": "3 of 3",
+    }
+    rotated = yaml.safe_load(remote.show(f"runs/node-rotation/{rotation}.yaml") or "")
+    drain = next(s for s in rotated["steps"] if s["name"] == "drain-old-pool")
+    assert drain["targets"] == list(OLD_POOL) and drain["peakConcurrent"] == 2
+    assert [d["approver"] for d in drain["approval"]["approvedBy"]] == list(keys)
     failed = unpadded(
         remote.show(
             f"runs/demo-failed-canary/{next(w.run_id for w in loaded.workflows if w.name == 'demo-failed-canary')}.md"
