@@ -142,7 +142,8 @@ async def _fan_out_plan(actions: KubeActions, step: StepBase, ctx: StepContext) 
     assert spec is not None
     head = f"- {step.name} ({step.action}, forEach):"  # type: ignore[attr-defined]
     try:
-        names = list(spec.items) if spec.items is not None else await actions.targets(step, ctx)
+        listed = spec.items if spec.items is not None else await actions.targets(step, ctx)
+        names = sorted(dict.fromkeys(listed))  # as the run freezes them
     except ActionError as err:
         return [f"{head} would fail listing its targets: {err}"]
     if len(names) > MAX_TARGETS:

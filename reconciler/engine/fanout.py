@@ -31,9 +31,11 @@ Emit = Callable[[str, str, str | None], Awaitable[None]]
 
 
 def sub_step(step: StepBase, target: str) -> StepBase:
-    """The step for one target: its target named, its name the sub-step's."""
+    """The step for one target: its target named, its name the sub-step's; its parent's
+    forEach, approval and when are the parent's business, decided once for all targets."""
     where = Target(namespace=step.target.namespace, name=target)
-    return step.model_copy(update={"name": sub_name(step.name, target), "target": where})
+    update = {"name": sub_name(step.name, target), "target": where}
+    return step.model_copy(update={**update, "for_each": None, "approval": None, "when": None})
 
 
 def sub_steps(steps: dict[str, StepBase], record: RunRecord) -> dict[str, StepBase]:
@@ -133,7 +135,7 @@ async def fan_out(
         while todo or running:
             while todo and len(running) < spec.max_concurrent and len(failed) <= budget:
                 running.add(asyncio.create_task(one(todo.pop(0))))
-                peak = max(peak, len(running))
+                peak = rec.peak_concurrent = max(peak, len(running))  # checkpointed with them
             if not running:
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

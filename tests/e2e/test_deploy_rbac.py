@@ -118,6 +118,8 @@ spec:
       target: {{namespace: {ns}}}
       params: {{image: busybox, command: [sh, -c, "echo ok"], rollback: {{image: busybox, command: [sh, -c, "echo undo"]}}}}
       timeout: 60s
+    - {{name: fan-nodes, action: UncordonNode, dependsOn: [job], target: {{}}, forEach: {{selector: {{kind: Node, labelSelector: "kubernetes.io/hostname={node}"}}}}}}
+    - {{name: fan-web, action: ScaleDeployment, dependsOn: [fan-nodes], target: {{namespace: {ns}}}, params: {{replicas: 3}}, forEach: {{selector: {{kind: Deployment, labelSelector: "fan=none"}}, allowEmpty: true}}, timeout: 60s}}
 {tail}"""
 
 
@@ -168,7 +170,7 @@ def test_deploy_applies_server_side_and_its_rbac_is_exactly_enough(
     )
     remote.write("workflows/all.yaml", every_action(namespace, own_node, "all-actions"))
     missing = (
-        "    - {name: missing, action: ScaleDeployment, dependsOn: [job], "
+        "    - {name: missing, action: ScaleDeployment, dependsOn: [fan-web], "
         f"target: {{namespace: {namespace}, name: nope}}, params: {{replicas: 1}}}}\n"
     )
     # the same actions again, ending in a failure: every undo runs too

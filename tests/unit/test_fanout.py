@@ -201,3 +201,18 @@ def test_validate_names_each_fan_out_mistake() -> None:
         found = problems(body)
         assert any(message in p for p in found), (body, found)
         assert all(p.startswith("wf.yaml:") for p in found)
+
+
+def test_each_target_gives_its_actions_outputs_and_one_approval_covers_them_all() -> None:
+    from fakes import FakeApprovals
+
+    actions = FakeActions({f"drain[{n}]": Script(outputs={"evictedPods": 1}) for n in NODES[:3]})
+    actions.matching["pool=old"] = NODES[:3]
+    approvals = FakeApprovals()
+    approvals.decide("drain", "approved")
+    wf = workflow([{**drain(maxConcurrent=3), "approval": {"approvers": ["sre-leads"]}}])
+    record = run_virtual(lambda: Engine(actions).run(wf, approvals=approvals))
+    assert record.phase == RunPhase.SUCCEEDED, record.message
+    assert [record.steps[f"drain[{n}]"].outputs for n in NODES[:3]] == [{"evictedPods": 1}] * 3
+    assert approvals.asked == ["drain"]  # the step asked once, not once per target
+    assert record.steps["drain"].peak_concurrent == 3
