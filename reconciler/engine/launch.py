@@ -45,26 +45,9 @@ async def launch(run: WorkflowRun, name: str) -> None:
         run.started_steps.add(name)
         run.record.execution_order.append(name)
     await run.emit("step", rec.phase, name)
+    engine = run.engine
+    args = (run.record, run.actions, engine.clock, engine.rng, run.emit, run.checks)
     if step.for_each is not None:
-        await fan_out(
-            step,
-            run.record,
-            run.actions,
-            run.engine.clock,
-            run.engine.rng,
-            run.emit,
-            run.checks,
-            run.workflow.spec.guards,
-            run.started_steps,
-        )
-        return
-    await run_step(
-        step,
-        run.record,
-        run.actions,
-        run.engine.clock,
-        run.engine.rng,
-        run.emit,
-        run.checks,
-        run.workflow.spec.guards,
-    )
+        await fan_out(step, *args, run.workflow.spec.guards, run.started_steps)
+    else:
+        await run_step(step, *args, run.workflow.spec.guards)

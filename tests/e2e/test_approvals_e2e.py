@@ -61,6 +61,12 @@ def policy(keys: dict[str, Path], tmp_path: Path) -> Path:
     return path
 
 
+def targets(api, namespace: str) -> None:
+    """What gated acts on: a Deployment at 1 replica, a ConfigMap in normal mode."""
+    deployment(api, namespace, "web", replicas=1)
+    configmap(api, namespace, "settings", {"mode": "normal"})
+
+
 def gated(namespace: str, *, required: int = 2, timeout: str = "10m") -> str:
     steps = f"""\
     - name: prepare
@@ -121,8 +127,7 @@ def approve(remote: Remote, tmp_path: Path, run_id: str, who: str, key: Path, *e
 def test_only_signed_approvals_of_allowed_approvers_count(
     api, namespace, kubeconfig, remote, daemons, keys, policy, tmp_path: Path
 ) -> None:
-    deployment(api, namespace, "web", replicas=1)
-    configmap(api, namespace, "settings", {"mode": "normal"})
+    targets(api, namespace)
     daemon = start(remote, tmp_path, kubeconfig, policy, "approvals")
     daemons.append(daemon)
     remote.write("workflows/gated.yaml", gated(namespace))
@@ -191,8 +196,7 @@ def test_only_signed_approvals_of_allowed_approvers_count(
 def test_kill_9_while_waiting_then_a_rejection_rolls_back(
     api, namespace, kubeconfig, remote, daemons, keys, policy, tmp_path: Path
 ) -> None:
-    deployment(api, namespace, "web", replicas=1)
-    configmap(api, namespace, "settings", {"mode": "normal"})
+    targets(api, namespace)
     first = start(remote, tmp_path, kubeconfig, policy, "first")
     daemons.append(first)
     remote.write("workflows/gated.yaml", gated(namespace))
@@ -217,8 +221,7 @@ def test_kill_9_while_waiting_then_a_rejection_rolls_back(
 def test_no_decision_by_the_timeout_fails_the_step(
     api, namespace, kubeconfig, remote, daemons, keys, policy, tmp_path: Path
 ) -> None:
-    deployment(api, namespace, "web", replicas=1)
-    configmap(api, namespace, "settings", {"mode": "normal"})
+    targets(api, namespace)
     daemons.append(start(remote, tmp_path, kubeconfig, policy, "timeout"))
     remote.write("workflows/gated.yaml", gated(namespace, required=1, timeout="3s"))
     remote.commit_all("gated scale, 3 s to decide")
