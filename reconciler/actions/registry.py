@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from reconciler.kube.client import WRITES_DONE, Kube
 from reconciler.kube.errors import KubeError
 from reconciler.kube.origin import acting_as, request_origin, service_account_user
 from reconciler.manifest.schema import ACTIONS, StepBase
+
+log = logging.getLogger("reconciler.actions")
 
 REGISTRY: dict[str, Action] = {
     action.name: action
@@ -90,6 +93,7 @@ class KubeActions:
         self, step: StepBase, captured: Captured, ctx: StepContext
     ) -> dict[str, Any] | None:
         failpoints.reached(f"captured:{step.name}")  # the engine made the capture durable
+        log.debug("applying %s", step.name, extra={"stage": "apply", "step": step.name})
         before = WRITES_DONE.get()
         try:
             with self._as(step, ctx, "apply"):

@@ -6,6 +6,7 @@ roll back first".
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ from reconciler.manifest.policy import Policy
 from reconciler.manifest.schema import Workflow
 
 Hook = Callable[[RunRecord, Transition], Awaitable[None]]
+log = logging.getLogger("reconciler.run")
 
 
 class AlreadyRun(Exception):
@@ -208,6 +210,7 @@ async def _run_in_cluster(
     approvals: Approvals | None = None,
 ) -> RunRecord:
     execution = await create_execution(kube, loaded, revision, labels, key)
+    log.debug("execution created", extra={"stage": "created", "run_id": loaded.run_id})
     resume = record_of(execution)
     checkpoint = Checkpointer(kube, execution)
     events = EventRecorder(kube, execution)

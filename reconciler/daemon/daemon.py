@@ -34,7 +34,7 @@ from reconciler.formats.execution import daemon_labels
 from reconciler.gitops.git import GitError, GitRepo
 from reconciler.gitops.recordwriter import RecordWriter
 from reconciler.kube.client import Kube
-from reconciler.observability.http import Endpoints, HttpServer, threadsafe_setter
+from reconciler.observability.http import Endpoints, HttpServer
 from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger("reconciler.daemon")
@@ -110,6 +110,12 @@ class Daemon:
         self.elector: LeaderElector | None = None
         self.http: HttpServer | None = None
 
+    def _pushed(self) -> None:
+        """A webhook said the branch moved: the next sync fetches without asking first."""
+        log.debug("webhook accepted", extra={"stage": "webhook"})
+        self.revisions.pushed = True
+        self.wake.set()
+
     def readiness(self) -> str | None:
         """Why the daemon is not ready (/readyz 503), or None."""
         down = self.supervisor.down()
@@ -137,7 +143,12 @@ class Daemon:
         )
         self.http = HttpServer(
             self.config.listen,
-            Endpoints(self.metrics, self.readiness, threadsafe_setter(loop, self.wake), secret),
+            Endpoints(
+                self.metrics,
+                self.readiness,
+                lambda: loop.call_soon_threadsafe(self._pushed),
+                secret,
+            ),
         )
         # safe to restart: it holds no state of its own (readiness and metrics are ours)
         self.supervisor.start("http", self.http.serve, restart=True)

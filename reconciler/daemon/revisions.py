@@ -74,6 +74,7 @@ class Revisions:
             else None
         )
         self.synced_head: str | None = None
+        self.pushed = False  # a webhook said the branch moved since the last sync
         self.git_ok = False
         self.last_errors: bytes | None = None
 
@@ -82,14 +83,21 @@ class Revisions:
         start = time.monotonic()
         synced = False
         try:
-            head = await self.git.remote_head()
+            if self.pushed:  # the branch moved: fetch at once, no ls-remote to ask first
+                self.pushed = False
+                head = await self.git.fetch()
+            else:
+                head = await self.git.remote_head()
+                if head is not None and head != self.synced_head:
+                    await self.git.fetch()
+            log.debug("head %s", head, extra={"stage": "fetched"})
             if head is None:
                 raise GitError(
                     f"branch {self.config.branch} not found on the remote", transient=False
                 )
             if head != self.synced_head:
-                await self.git.fetch()
                 await self._refresh(head)
+                log.debug("refreshed %s", head, extra={"stage": "refreshed"})
                 self.synced_head = head
             if self.plans is not None:
                 await self.plans.plan_all()

@@ -191,7 +191,3 @@ class HttpServer:
     def stop(self) -> None:
         self.server.shutdown()  # returns at once if it is not serving
         self.server.server_close()
-
-
-def threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
-    return lambda: loop.call_soon_threadsafe(event.set)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from reconciler.engine.record import RunRecord, Transition
 
-EXTRA = ("run_id", "workflow", "step", "phase", "revision")
+EXTRA = ("run_id", "workflow", "step", "phase", "revision", "stage")  # stage: bench/peers
 
 
 class JsonFormatter(logging.Formatter):
