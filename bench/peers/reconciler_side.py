@@ -1,0 +1,292 @@
+"""Our side of the peers bench (issue 18): the daemon on a git remote, one trial = one
+pushed commit that changes a one-step ScaleDeployment workflow, measured from the push to
+the Deployment's spec changing in the API (a watch; one clock, time.time()), with the
+daemon's own stage times from its debug log (webhook received, fetched, refreshed,
+WorkflowExecution created, first API write).
+
+Used by bench/peers/run.py beside Flux; alone: `python bench/peers/reconciler_side.py
+--trials 10` starts a kwok cluster (or uses KUBECONFIG) and a file:// remote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import watch  # noqa: E402
+
+STAGES = ("webhook", "fetched", "refreshed", "created", "apply")
+SECRET = b"peers-bench-secret"
+
+
+def git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def workflow(namespace: str, deployment: str, replicas: int) -> str:
+    return f"""apiVersion: reconciler.dev/v1alpha1
+kind: Workflow
+metadata: {{name: peers-scale}}
+spec:
+  steps:
+    - name: scale
+      action: ScaleDeployment
+      target: {{namespace: {namespace}, name: {deployment}}}
+      params: {{replicas: {replicas}}}
+      timeout: 60s
+"""
+
+
+class ReplicasWatch:
+    """When a Deployment's spec.replicas became each value: a watch in a thread, stamped on
+    arrival with time.time() (the clock the pushes are stamped with)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
+        self.seen: queue.Queue[tuple[int, float]] = queue.Queue()
+        self._stop = threading.Event()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, args=(api, namespace, name), daemon=True)
+        self._thread.start()
+
+    def _run(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
+        apps = k8s.AppsV1Api(api)
+        while not self._stop.is_set():
+            try:
+                self._stream(apps, namespace, name)
+            except Exception:  # the API server closed the watch (or we did): watch again
+                time.sleep(0.05)
+
+    def _stream(self, apps: k8s.AppsV1Api, namespace: str, name: str) -> None:
+        for event in self._watch.stream(
+            apps.list_namespaced_deployment,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=30,
+        ):
+            self.seen.put((event["object"].spec.replicas, time.time()))
+            if self._stop.is_set():
+                return
+
+    def until(self, replicas: int, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value, at = self.seen.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if value == replicas:
+                return at
+        raise TimeoutError(f"spec.replicas never became {replicas} within {timeout:g}s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watch.stop()
+
+
+@dataclass
+class Ours:
+    """The daemon on `repo_url` (a clone of it in `clone` is where trials commit)."""
+
+    kubeconfig: str
+    repo_url: str
+    clone: Path
+    workdir: Path
+    namespace: str
+    deployment: str = "web"
+    interval: int = 3600
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(suffix=".log")))
+
+    def start(self) -> Ours:
+        self.port = free_port()
+        secret = self.workdir / "webhook-secret"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        secret.write_bytes(SECRET)
+        args = [sys.executable, "-m", "reconciler", "daemon", "--repo", self.repo_url]
+        args += ["--workdir", str(self.workdir / "daemon"), "--kubeconfig", self.kubeconfig]
+        args += ["--listen", f"127.0.0.1:{self.port}", "--interval", str(self.interval)]
+        args += ["--webhook-secret-file", str(secret), "--log-format", "json"]
+        args += ["--log-level", "DEBUG"]
+        self.proc = subprocess.Popen(
+            args, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the daemon did not get ready; its log: {self.log_path}")
+
+    def webhook(self) -> None:
+        body = json.dumps({"ref": "refs/heads/main", "delivery": uuid.uuid4().hex}).encode()
+        signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/hooks/git",
+            data=body,
+            headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 202, r.status
+
+    def push(self, replicas: int) -> float:
+        """Commit the workflow at `replicas` and push it; the time the push returned."""
+        (self.clone / "workflows").mkdir(exist_ok=True)
+        (self.clone / "workflows" / "peers.yaml").write_text(
+            workflow(self.namespace, self.deployment, replicas)
+        )
+        git("add", "-A", cwd=self.clone)
+        git("commit", "--quiet", "-m", f"scale to {replicas}", cwd=self.clone)
+        for _ in range(20):  # the daemon may push a record meanwhile
+            git("pull", "--quiet", "--rebase", "origin", "main", cwd=self.clone)
+            try:
+                git("push", "--quiet", "origin", "HEAD:main", cwd=self.clone)
+                return time.time()
+            except subprocess.CalledProcessError:
+                time.sleep(0.1)
+        raise RuntimeError("could not push")
+
+    def stages_since(self, since: float) -> dict[str, float]:
+        """The first time of each stage logged after `since` (epoch seconds)."""
+        found: dict[str, float] = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            stage = entry.get("stage")
+            if stage in STAGES and stage not in found:
+                at = _epoch(entry["time"])
+                if at >= since - 0.002:  # the log has milliseconds
+                    found[stage] = at
+        return found
+
+    def usage(self) -> tuple[float, float]:
+        """(CPU seconds, peak RSS MiB) of the daemon process, from /proc."""
+        assert self.proc is not None
+        return process_usage(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def process_usage(pid: int) -> tuple[float, float]:
+    peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu, peak
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"min {ordered[0]:.3f}  median {statistics.median(ordered):.3f}  p95 {p95:.3f}"
+        f"  max {ordered[-1]:.3f}"
+    )
+
+
+def trial(ours: Ours, watcher: ReplicasWatch, replicas: int, polling: bool) -> dict[str, float]:
+    pushed = ours.push(replicas)
+    if not polling:
+        ours.webhook()
+    changed = watcher.until(replicas, timeout=ours.interval * 2 + 30)
+    time.sleep(1.0)  # the run's records land before the next push (not measured)
+    stages = ours.stages_since(pushed)
+    return {"total": changed - pushed, **{k: v - pushed for k, v in stages.items()}}
+
+
+def main() -> int:
+    from kubehelp import api_client, deployment, install_crd
+    from kwokcluster import KwokCluster, bin_dir
+    from tenants import onboard
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="peers-ours-"))
+    cluster = None
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
+        cluster.create()
+        kubeconfig = str(cluster.kubeconfig)
+    api = api_client(kubeconfig)
+    install_crd(api)
+    namespace = f"peers-{uuid.uuid4().hex[:6]}"
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    onboard(api, namespace)
+    deployment(api, namespace, "web", replicas=1)
+    bare, clone = work / "remote.git", work / "clone"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
+    git("clone", "--quiet", str(bare), str(clone), cwd=work)
+    git("config", "user.email", "sre@example.com", cwd=clone)
+    git("config", "user.name", "SRE", cwd=clone)
+    git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    ours = Ours(kubeconfig, f"file://{bare}", clone, work / "ours", namespace)
+    watcher = ReplicasWatch(api, namespace, "web")
+    try:
+        ours.start()
+        results = [trial(ours, watcher, 2 + i, polling=False) for i in range(args.trials)]
+        print(f"ours, event-driven, {args.trials} trials (seconds from push):")
+        for key in ("total", *STAGES):
+            got = [r[key] for r in results if key in r]
+            if got:
+                print(f"  {key:<10} {summary(got)}")
+        cpu, rss = ours.usage()
+        print(f"  daemon CPU {cpu:.2f}s, peak RSS {rss:.1f} MiB")
+    finally:
+        watcher.stop()
+        ours.stop()
+        if cluster is not None:
+            cluster.delete()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
