@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.attempt import Backoff, attempt
 from reconciler.engine.record import (
+    RunPhase,
     RunRecord,
     StepPhase,
     Transition,
@@ -31,7 +32,10 @@ log = logging.getLogger(__name__)
 WRITE_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=10.0)
 
 # Transitions that can wait for the next write instead of forcing one.
+# Not worth a write of their own: the next durable one carries them. A run that started
+# and died before its first step's capture checkpoint has nothing to resume anyway.
 LAZY = {("step", StepPhase.RUNNING.value), ("step", StepPhase.RETRYING.value)}
+LAZY |= {("run", RunPhase.RUNNING.value)}
 LAZY_DELAY = 0.5  # seconds a lazy transition may wait for a write that carries it anyway
 
 

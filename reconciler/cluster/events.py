@@ -6,6 +6,7 @@ Messages come from the record, which never holds secret values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -58,15 +59,41 @@ def event_for(record: RunRecord, t: Transition) -> tuple[str, str, str] | None:
 
 
 class EventRecorder:
+    """Posts a run's Events in order, beside the run: a step never waits for one (the first
+    step's write came about 5 ms later for it). `close` sends what is left."""
+
     def __init__(self, kube: Kube, execution: dict[str, Any]) -> None:
         self.kube = kube
         self.execution = execution
+        self._pending: asyncio.Queue[tuple[str, str, str] | None] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
 
     async def hook(self, record: RunRecord, t: Transition) -> None:
         found = event_for(record, t)
         if found is None:
             return
-        kind, reason, message = found
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all(), name="events")
+        self._pending.put_nowait(found)
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._pending.put_nowait(None)
+            await self._sender
+
+    def abandon(self) -> None:
+        """The run ended by an exception: Events not sent yet are dropped."""
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def _send_all(self) -> None:
+        while (found := await self._pending.get()) is not None:
+            try:
+                await self._post(*found)
+            except Exception:  # never let an Event break a run, or stop the next ones
+                log.exception("could not record event %s", found[1])
+
+    async def _post(self, kind: str, reason: str, message: str) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = self.execution["metadata"]
         body = {

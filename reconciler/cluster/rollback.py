@@ -10,8 +10,10 @@ from reconciler.actions.registry import KubeActions
 from reconciler.cluster.checkpoint import Checkpointer
 from reconciler.cluster.keys import execution_key
 from reconciler.cluster.run import InputsLost, Untrusted, check_trusted, revalidate, workflow_of
+from reconciler.engine.bindings import concrete
 from reconciler.engine.clock import Clock
 from reconciler.engine.errors import PermanentError
+from reconciler.engine.fanout import sub_steps
 from reconciler.engine.record import RunPhase, RunRecord, Transition, UndoResult
 from reconciler.engine.rollback import run_rollback
 from reconciler.formats.execution import (
@@ -26,6 +28,15 @@ from reconciler.formats.run_record import commit_message, record_files
 from reconciler.gitops.git import GitRepo
 from reconciler.kube.client import Kube
 from reconciler.manifest.policy import Policy
+from reconciler.manifest.schema import StepBase, Workflow
+
+
+def steps_as_they_ran(workflow: Workflow, record: RunRecord) -> dict[str, StepBase]:
+    """Each step with its references resolved from the record, and each forEach target's
+    sub-step: what the automatic rollback undoes too (engine/runner.py)."""
+    given = workflow.spec.inputs
+    steps = {s.name: concrete(s, record, given) for s in workflow.spec.steps}
+    return {**steps, **sub_steps(steps, record)}
 
 
 async def rollback_run(
@@ -72,10 +83,8 @@ async def rollback_run(
 
     complete = await run_rollback(
         record=record,
-        steps={s.name: s for s in workflow.spec.steps},
-        actions=KubeActions(
-            kube, owner_reference(execution), (policy or Policy()).account_for
-        ),
+        steps=steps_as_they_ran(workflow, record),
+        actions=KubeActions(kube, owner_reference(execution), (policy or Policy()).account_for),
         policy=workflow.spec.rollback,
         reason="ManualRollback",
         clock=clock,

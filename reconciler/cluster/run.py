@@ -244,9 +244,13 @@ async def _run_in_cluster(
             checks=checks,
             approvals=approvals,
         )
+    except BaseException:
+        events.abandon()
+        raise
     finally:
         for task in watchers:
             task.cancel()
+    await events.close()
     await checkpoint.close()
     # The finalizer only guards a running run; once the record is final, deleting the
     # object must just delete it (and, through owner references, what the run created).

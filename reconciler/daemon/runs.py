@@ -72,7 +72,9 @@ class Runs:
             # and when a step waits for people: its record in git says how to decide
             asking = t.scope == "step" and t.phase == StepPhase.WAITING_FOR_APPROVAL.value
             if (starting and not record.execution_order) or asking:
-                self.submit(record, loaded.file)
+                # rendered and spooled (an fsync) once the step's first request is out:
+                # the record need not be durable before the step starts
+                asyncio.get_running_loop().call_soon(self.submit, record, loaded.file)
 
         try:
             record = await run_in_cluster(

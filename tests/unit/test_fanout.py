@@ -216,3 +216,17 @@ def test_each_target_gives_its_actions_outputs_and_one_approval_covers_them_all(
     assert [record.steps[f"drain[{n}]"].outputs for n in NODES[:3]] == [{"evictedPods": 1}] * 3
     assert approvals.asked == ["drain"]  # the step asked once, not once per target
     assert record.steps["drain"].peak_concurrent == 3
+
+
+def test_a_rollback_by_hand_undoes_each_target_as_it_ran() -> None:
+    """`reconciler rollback` (cluster/rollback.py) is given the sub-steps too."""
+    from reconciler.cluster.rollback import steps_as_they_ran
+
+    actions = FakeActions()
+    actions.matching["pool=old"] = NODES[:2]
+    wf = workflow([drain()])
+    record = run(wf, actions)
+    steps = steps_as_they_ran(wf, record)
+    assert set(steps) == {"drain", "drain[worker-0]", "drain[worker-1]"}
+    assert steps["drain[worker-1]"].target.name == "worker-1"
+    assert steps["drain[worker-1]"].for_each is None
