@@ -70,6 +70,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/checkpoint_bench.py
 	$(BIN)/python bench/checks_bench.py
 
+# The peers bench (issue 18; not run by `make test`): Flux's controllers built from Go modules,
+# then the Flux side's check, 5 event-driven trials on a kwok cluster of its own.
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	bash bench/peers/build_flux.sh
+	$(BIN)/python bench/peers/flux.py --trials 5
+
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json
 
