@@ -72,10 +72,13 @@ bench: $(STAMP)
 
 # The peers bench (issue 18; not run by `make test`): Flux's controllers built from Go modules,
 # then the Flux side's check, 5 event-driven trials on a kwok cluster of its own.
+# Ours beside the peers, measured in one run (docs/benchmarks.md, Peers); not part of `make test`
 .PHONY: bench-peers
 bench-peers: $(STAMP)
 	bash bench/peers/build_flux.sh
-	$(BIN)/python bench/peers/flux.py --trials 5
+	$(BIN)/python bench/peers/run.py --trials 20 --poll-trials 20 --interval 10
+	$(BIN)/python bench/peers/throughput.py --workflows 5000 --rising
+	$(BIN)/python bench/engine_bench.py
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schema/workflow.schema.json

@@ -1,0 +1,165 @@
+"""Ours beside Flux, one run (issue 18, part 1): one kwok control plane, one bare git remote
+served over smart HTTP on 127.0.0.1, Flux v1.9.6's source- and kustomize-controller and our
+daemon reading it. Each trial pushes one commit changing a Deployment's replicas (Flux: the
+manifest; ours: a one-step ScaleDeployment workflow) and measures push -> the Deployment's
+spec changed in the API (a watch; one clock). Trials interleave, ours then Flux's:
+event-driven (ours: POST /hooks/git; Flux: what its Receiver does) and polling at the same
+interval. Prints min/median/p95/max, ours/Flux, each side's CPU seconds and peak RSS, and
+where each side's time goes.
+
+`make bench-peers` (builds Flux first); `python bench/peers/run.py [--trials 20]
+[--poll-trials 20] [--interval 10] [--receiver-resources GitRepository,Kustomization]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flux import FluxPeer, GitServer, build, version
+from reconciler_side import ROOT, STAGES, Ours, ReplicasWatch, git, summary, trial
+
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+
+def table(name: str, ours: list[float], theirs: list[float]) -> list[str]:
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    return [
+        f"{name}",
+        f"  ours  {summary(ours)}",
+        f"  Flux  {summary(theirs)}",
+        f"  ours/Flux (median): {ratio:.2f}",
+    ]
+
+
+def main() -> int:
+    from kubehelp import api_client, deployment, install_crd
+    from kwokcluster import KwokCluster, bin_dir
+    from tenants import onboard
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="event-driven, each side")
+    parser.add_argument("--poll-trials", type=int, default=20, help="polling, each side")
+    parser.add_argument("--interval", type=int, default=10, help="both sides' polling, s")
+    parser.add_argument(
+        "--receiver-resources",
+        default="GitRepository",
+        help="what Flux's Receiver annotates, in order (the Receiver guide's example names"
+        " the GitRepository; the Kustomization follows its new revision)",
+    )
+    args = parser.parse_args()
+    build()
+    work = Path(tempfile.mkdtemp(prefix="peers-"))
+    cluster, kubeconfig = None, os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
+        cluster.create()
+        kubeconfig = str(cluster.kubeconfig)
+    api = api_client(kubeconfig)
+    install_crd(api)
+    namespace = f"peers-{uuid.uuid4().hex[:6]}"
+    from kubernetes import client as k8s
+
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    onboard(api, namespace)
+    deployment(api, namespace, "web", replicas=1)
+    bare, clone = work / "remote.git", work / "clone"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
+    git("clone", "--quiet", str(bare), str(clone), cwd=work)
+    git("config", "user.email", "sre@example.com", cwd=clone)
+    git("config", "user.name", "SRE", cwd=clone)
+    git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    watcher = ReplicasWatch(api, namespace, "web")
+    ours: Ours | None = None
+    flux: FluxPeer | None = None
+    try:
+        with GitServer(bare) as server:
+            flux = FluxPeer(
+                kubeconfig,
+                bare,
+                work / "flux",
+                repo_url=server.url,
+                receiver_resources=tuple(args.receiver_resources.split(",")),
+            ).start()
+            results: dict[str, dict[str, list]] = {"event": {}, "poll": {}}
+            replicas = 2
+            for mode, count, interval in (
+                ("event", args.trials, 3600),
+                ("poll", args.poll_trials, args.interval),
+            ):
+                if count == 0:
+                    continue
+                ours = Ours(kubeconfig, server.url, clone, work / f"ours-{mode}", namespace)
+                ours.interval = interval
+                ours.start()
+                flux.set_mode(mode, interval=args.interval)
+                flux.reset_usage()
+                before = ours.usage()[0]
+                mine, theirs = [], []
+                for _ in range(count):
+                    mine.append(trial(ours, watcher, replicas, polling=mode == "poll"))
+                    replicas += 1
+                    flux.trial()
+                    theirs.append(flux.trials[-1])
+                cpu, rss = ours.usage()
+                results[mode] = {"ours": mine, "flux": theirs}
+                results[mode]["usage"] = [(cpu - before, rss), flux.usage()["flux"]]
+                ours.stop()
+                ours = None
+            report(results, args)
+    finally:
+        watcher.stop()
+        if ours is not None:
+            ours.stop()
+        if flux is not None:
+            flux.stop()
+        if cluster is not None:
+            cluster.delete()
+    return 0
+
+
+def report(results: dict[str, dict[str, list]], args: argparse.Namespace) -> None:
+    print(
+        f"peers bench: ours vs Flux {version()} (source- and kustomize-controller), one kwok"
+        f" control plane, one smart-HTTP git remote on 127.0.0.1; Flux's Receiver annotates"
+        f" {args.receiver_resources}; seconds from git push returning to spec.replicas changed"
+    )
+    for mode, title in (
+        ("event", f"event-driven ({args.trials} trials each, interleaved)"),
+        ("poll", f"polling every {args.interval}s ({args.poll_trials} trials each)"),
+    ):
+        got = results.get(mode) or {}
+        if not got:
+            continue
+        mine = [r["total"] for r in got["ours"]]
+        theirs = [t.seconds for t in got["flux"]]
+        print("\n".join(table(title, mine, theirs)))
+        (cpu, rss), flux_usage = got["usage"]
+        print(
+            f"  CPU over the trials: ours {cpu:.2f}s, Flux {flux_usage.cpu_seconds:.2f}s;"
+            f" peak RSS: ours {rss:.1f} MiB, Flux {flux_usage.peak_rss_mib:.1f} MiB (both"
+            " controllers' peaks summed)"
+        )
+        stages = "  ours by stage (median s from push): " + ", ".join(
+            f"{key} {statistics.median(v):.3f}"
+            for key in STAGES
+            if (v := [r[key] for r in got["ours"] if key in r])
+        )
+        print(stages)
+        flux_stages = "  Flux by stage (median s from push): " + ", ".join(
+            f"{key} {statistics.median(v):.3f}"
+            for key in ("fetched", "applied")
+            if (v := [t.stages[key] for t in got["flux"] if key in t.stages])
+        )
+        print(flux_stages)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
