@@ -27,6 +27,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -240,34 +241,61 @@ def trial(ours: Ours, watcher: ReplicasWatch, replicas: int, polling: bool) -> d
     return {"total": changed - pushed, **{k: v - pushed for k, v in stages.items()}}
 
 
-def main() -> int:
-    from kubehelp import api_client, deployment, install_crd
-    from kwokcluster import KwokCluster, bin_dir
-    from tenants import onboard
+@dataclass
+class Bench:
+    """What every peers bench starts from: a cluster (KUBECONFIG's, or a kwok cluster of its
+    own, `cluster`), a namespace onboarded as a tenant with Deployment `web` at 1 replica,
+    and a bare remote with a clone that has one commit."""
 
+    work: Path
+    cluster: Any
+    kubeconfig: str
+    api: k8s.ApiClient
+    namespace: str
+    bare: Path
+    clone: Path
+
+    @classmethod
+    def make(cls, prefix: str) -> Bench:
+        from kubehelp import api_client, deployment, install_crd
+        from kwokcluster import KwokCluster, bin_dir
+        from tenants import onboard
+
+        work = Path(tempfile.mkdtemp(prefix=prefix))
+        cluster, kubeconfig = None, os.environ.get("KUBECONFIG")
+        if not kubeconfig:
+            cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
+            cluster.create()
+            kubeconfig = str(cluster.kubeconfig)
+        api = api_client(kubeconfig)
+        install_crd(api)
+        namespace = f"{prefix.split('-')[1]}-{uuid.uuid4().hex[:6]}"
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+        onboard(api, namespace)
+        deployment(api, namespace, "web", replicas=1)
+        bare, clone = work / "remote.git", work / "clone"
+        git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
+        git("clone", "--quiet", str(bare), str(clone), cwd=work)
+        git("config", "user.email", "sre@example.com", cwd=clone)
+        git("config", "user.name", "SRE", cwd=clone)
+        (clone / "workflows").mkdir()
+        git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+        return cls(work, cluster, kubeconfig, api, namespace, bare, clone)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="peers-ours-"))
-    cluster = None
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
-        cluster.create()
-        kubeconfig = str(cluster.kubeconfig)
-    api = api_client(kubeconfig)
-    install_crd(api)
-    namespace = f"peers-{uuid.uuid4().hex[:6]}"
-    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
-    onboard(api, namespace)
-    deployment(api, namespace, "web", replicas=1)
-    bare, clone = work / "remote.git", work / "clone"
-    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
-    git("clone", "--quiet", str(bare), str(clone), cwd=work)
-    git("config", "user.email", "sre@example.com", cwd=clone)
-    git("config", "user.name", "SRE", cwd=clone)
-    git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    bench = Bench.make("peers-ours-")
+    cluster, kubeconfig, api, namespace = (
+        bench.cluster,
+        bench.kubeconfig,
+        bench.api,
+        bench.namespace,
+    )
+    bare, clone, work = bench.bare, bench.clone, bench.work
     ours = Ours(kubeconfig, f"file://{bare}", clone, work / "ours", namespace)
     watcher = ReplicasWatch(api, namespace, "web")
     try:

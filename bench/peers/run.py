@@ -14,18 +14,13 @@ where each side's time goes.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flux import FluxPeer, GitServer, build, version
-from reconciler_side import ROOT, STAGES, Ours, ReplicasWatch, git, summary, trial
-
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from reconciler_side import STAGES, Bench, Ours, ReplicasWatch, summary, trial
 
 
 def table(name: str, ours: list[float], theirs: list[float]) -> list[str]:
@@ -39,10 +34,6 @@ def table(name: str, ours: list[float], theirs: list[float]) -> list[str]:
 
 
 def main() -> int:
-    from kubehelp import api_client, deployment, install_crd
-    from kwokcluster import KwokCluster, bin_dir
-    from tenants import onboard
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="event-driven, each side")
     parser.add_argument("--poll-trials", type=int, default=20, help="polling, each side")
@@ -55,27 +46,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     build()
-    work = Path(tempfile.mkdtemp(prefix="peers-"))
-    cluster, kubeconfig = None, os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
-        cluster.create()
-        kubeconfig = str(cluster.kubeconfig)
-    api = api_client(kubeconfig)
-    install_crd(api)
-    namespace = f"peers-{uuid.uuid4().hex[:6]}"
-    from kubernetes import client as k8s
-
-    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
-    onboard(api, namespace)
-    deployment(api, namespace, "web", replicas=1)
-    bare, clone = work / "remote.git", work / "clone"
-    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
-    git("clone", "--quiet", str(bare), str(clone), cwd=work)
-    git("config", "user.email", "sre@example.com", cwd=clone)
-    git("config", "user.name", "SRE", cwd=clone)
-    git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    bench = Bench.make("peers-side-")
+    cluster, kubeconfig, api, namespace = (
+        bench.cluster,
+        bench.kubeconfig,
+        bench.api,
+        bench.namespace,
+    )
+    work, bare, clone = bench.work, bench.bare, bench.clone
     watcher = ReplicasWatch(api, namespace, "web")
     ours: Ours | None = None
     flux: FluxPeer | None = None

@@ -12,21 +12,16 @@ Deployment to the replicas it has (a real GET, PATCH and rollout check; nothing 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconciler_side import ROOT, free_port, git, process_usage
-
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from kubernetes import client as k8s
+from reconciler_side import Bench, free_port, git, process_usage
 
 CNOE = (  # workflows/min on 50 nodes, from the study (Argo Workflows v3.5)
     ("default settings", 270),
@@ -93,36 +88,15 @@ def commit_workflows(clone: Path, names: list[str], namespace: str, message: str
 
 
 def main() -> int:
-    from kubehelp import api_client, deployment, install_crd
-    from kwokcluster import KwokCluster, bin_dir
-    from tenants import onboard
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=5000)
     parser.add_argument("--rising", action="store_true", help="also the rising-rate test")
     parser.add_argument("--max-concurrent-workflows", type=int, default=32)
     parser.add_argument("--start-rate", type=int, default=60, help="workflows/min, (b)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="peers-throughput-"))
-    cluster, kubeconfig = None, os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        cluster = KwokCluster(bin_dir(), workdir=work / "cluster")
-        cluster.create()
-        kubeconfig = str(cluster.kubeconfig)
-    api = api_client(kubeconfig)
-    install_crd(api)
-    namespace = f"cnoe-{uuid.uuid4().hex[:6]}"
-    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
-    onboard(api, namespace)
-    deployment(api, namespace, "web", replicas=1)
-    bare, clone = work / "remote.git", work / "clone"
-    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
-    git("clone", "--quiet", str(bare), str(clone), cwd=work)
-    git("config", "user.email", "sre@example.com", cwd=clone)
-    git("config", "user.name", "SRE", cwd=clone)
-    (clone / "workflows").mkdir()
-    git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=clone)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    bench = Bench.make("peers-cnoe-")
+    cluster, kubeconfig, namespace = bench.cluster, bench.kubeconfig, bench.namespace
+    work, bare, clone = bench.work, bench.bare, bench.clone
     port = free_port()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "daemon", "--repo", str(bare)]
