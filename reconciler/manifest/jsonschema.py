@@ -15,6 +15,7 @@ SCHEMA_ID = "https://reconciler.dev/schema/workflow.schema.json"
 def workflow_schema() -> dict[str, Any]:
     schema = Workflow.model_json_schema(by_alias=True, mode="validation")
     _for_people(schema)
+    _references_allowed(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -49,6 +50,26 @@ def _for_people(node: Any) -> None:
                     del field["default"]
     for value in node.values():
         _for_people(value)
+
+
+# A field of a step's params (or a check) may hold one `${{ }}` reference instead of its
+# number or boolean (docs/outputs.md): an editor must not flag what `validate` accepts.
+REFERENCE = {"type": "string", "pattern": r"^\s*\$\{\{.+\}\}\s*$", "title": "Reference"}
+TYPED = ("integer", "number", "boolean")
+
+
+def _references_allowed(schema: dict[str, Any]) -> None:
+    for name, model in schema.get("$defs", {}).items():
+        if not (name.endswith("Params") or name in ("JobSpec", "Toleration", "Check")):
+            continue
+        for field in (model.get("properties") or {}).values():
+            if field.get("type") in TYPED:
+                kept = {
+                    k: v for k, v in field.items() if k not in ("title", "description", "default")
+                }
+                for key in list(kept):
+                    field.pop(key)
+                field["anyOf"] = [kept, REFERENCE]
 
 
 def _words(name: str) -> str:

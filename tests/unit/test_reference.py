@@ -56,3 +56,18 @@ def test_the_schema_offers_editors_valid_defaults_and_readable_titles() -> None:
     assert durations and all(isinstance(d, str) and parse_duration(d) for _, d in durations)
     assert {"Backoff limit", "Continue on failure", "API version"} <= titles
     assert "Backofflimit" not in titles
+
+
+def test_the_schema_lets_an_editor_write_a_reference_where_a_number_goes() -> None:
+    """`replicas: "${{ steps.up.outputs.previousReplicas }}"` is valid (docs/outputs.md): the
+    published schema takes the integer or one reference, and nothing else as text."""
+    import re
+
+    from reconciler.manifest.jsonschema import workflow_schema
+
+    replicas = workflow_schema()["$defs"]["ScaleParams"]["properties"]["replicas"]
+    integer, reference = replicas["anyOf"]
+    assert integer["type"] == "integer" and integer["minimum"] == 0
+    assert re.fullmatch(reference["pattern"], "${{ steps.up.outputs.previousReplicas }}")
+    assert not re.fullmatch(reference["pattern"], "three")
+    assert replicas["title"] == "Replicas"
