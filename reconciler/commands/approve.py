@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,24 +200,31 @@ def _check_remote(git: Git, remote: str, branch: str, path: str, decided: str | 
         )
 
 
+PUSH_TRIES = 5  # a remote the daemon commits records to moves on between pull and push
+
+
 def _push(git: Git, signing: list[str], remote: str, branch: str) -> None:
-    """Push; when the remote moved on, rebase (re-signing: a rebased commit is a new one)
-    and push once more."""
+    """Push; while the remote moved on, rebase (re-signing: a rebased commit is a new one)
+    and push again, a few times."""
     target = f"HEAD:refs/heads/{branch}"
     try:
         git("push", "--quiet", remote, target)
         return
-    except GitFailed:
-        pass
-    try:
-        git(*signing, "pull", "--quiet", "--rebase", "--autostash", "-S", remote, branch)
-        git("push", "--quiet", remote, target)
-    except GitFailed as err:
-        _quietly(git, "rebase", "--abort")
-        raise ApproveError(
-            f"push to {remote}/{branch} rejected twice ({err}); the signed commit stays on"
-            f" {branch}: git pull --rebase -S and git push when {remote} takes it"
-        ) from None
+    except GitFailed as first:
+        err = first
+    for attempt in range(1, PUSH_TRIES):
+        try:
+            git(*signing, "pull", "--quiet", "--rebase", "--autostash", "-S", remote, branch)
+            git("push", "--quiet", remote, target)
+            return
+        except GitFailed as again:
+            err = again
+            _quietly(git, "rebase", "--abort")
+            time.sleep(0.2 * attempt)
+    raise ApproveError(
+        f"push to {remote}/{branch} rejected {PUSH_TRIES} times ({err}); the signed commit"
+        f" stays on {branch}: git pull --rebase -S and git push when {remote} takes it"
+    ) from None
 
 
 def _quietly(git: Git, *argv: str) -> str:

@@ -388,7 +388,7 @@ def test_approve_errors_are_one_line(remote, keys, tmp_path, capsys):
     hook = bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'no pushes today' >&2\nexit 1\n")
     hook.chmod(0o755)
-    assert "rejected twice" in error("--repo", str(clone), "--signing-key", str(keys[ALICE]))
+    assert "rejected 5 times" in error("--repo", str(clone), "--signing-key", str(keys[ALICE]))
     with pytest.raises(SystemExit) as usage:
         main(["approve", "rotate-nodes", STEP])
     assert usage.value.code == 2
