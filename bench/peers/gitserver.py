@@ -43,6 +43,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     request body on its stdin, its headers and body back to the client."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: info/refs and upload-pack on one connection
+    # Headers and body in one write, and no Nagle: otherwise the body waits for the
+    # client's delayed ACK of the headers, 40 ms on every POST (a stall nginx or GitHub
+    # does not have, and one that fell on both sides of the bench alike).
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
     server_version = "bench-peers-git/1"
     project_root: Path = Path()
     repo_name: str = ""

@@ -11,6 +11,7 @@ Used by bench/peers/run.py beside Flux; alone: `python bench/peers/reconciler_si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -287,6 +288,12 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument(
+        "--remote",
+        choices=("file", "http"),
+        default="file",
+        help="the daemon reads file://, or the smart-HTTP server the peers bench uses",
+    )
     args = parser.parse_args()
     bench = Bench.make("peers-ours-")
     cluster, kubeconfig, api, namespace = (
@@ -296,24 +303,34 @@ def main() -> int:
         bench.namespace,
     )
     bare, clone, work = bench.bare, bench.clone, bench.work
-    ours = Ours(kubeconfig, f"file://{bare}", clone, work / "ours", namespace)
     watcher = ReplicasWatch(api, namespace, "web")
-    try:
-        ours.start()
-        results = [trial(ours, watcher, 2 + i, polling=False) for i in range(args.trials)]
-        print(f"ours, event-driven, {args.trials} trials (seconds from push):")
-        for key in ("total", *STAGES):
-            got = [r[key] for r in results if key in r]
-            if got:
-                print(f"  {key:<10} {summary(got)}")
-        cpu, rss = ours.usage()
-        print(f"  daemon CPU {cpu:.2f}s, peak RSS {rss:.1f} MiB")
-    finally:
-        watcher.stop()
-        ours.stop()
-        if cluster is not None:
-            cluster.delete()
+    with contextlib.ExitStack() as stack:
+        url = f"file://{bare}"
+        if args.remote == "http":
+            from gitserver import GitServer
+
+            url = stack.enter_context(GitServer(bare)).url
+        ours = Ours(kubeconfig, url, clone, work / "ours", namespace)
+        try:
+            _alone(ours, watcher, args.trials)
+        finally:
+            watcher.stop()
+            ours.stop()
+            if cluster is not None:
+                cluster.delete()
     return 0
+
+
+def _alone(ours: Ours, watcher: ReplicasWatch, trials: int) -> None:
+    ours.start()
+    results = [trial(ours, watcher, 2 + i, polling=False) for i in range(trials)]
+    print(f"ours, event-driven, {trials} trials, {ours.repo_url} (seconds from push):")
+    for key in ("total", *STAGES):
+        got = [r[key] for r in results if key in r]
+        if got:
+            print(f"  {key:<10} {summary(got)}")
+    cpu, rss = ours.usage()
+    print(f"  daemon CPU {cpu:.2f}s, peak RSS {rss:.1f} MiB")
 
 
 if __name__ == "__main__":
