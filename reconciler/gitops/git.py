@@ -15,11 +15,8 @@ then pushing again. Never a force-push.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +25,13 @@ from pathlib import Path
 from reconciler.attempt import Backoff, attempt
 from reconciler.gitops import partial
 from reconciler.gitops.credentials import Credentials, git_environment
-from reconciler.gitops.gitcommand import GitError, absolute_if_local, is_transient, stderr_detail
-from reconciler.gitops.plumbing import TreeEntry, parse_cat_file_batch, parse_ls_tree
+from reconciler.gitops.gitcommand import GitError, absolute_if_local, is_transient, run_git
+from reconciler.gitops.plumbing import (
+    TreeEntry,
+    parse_cat_file_batch,
+    parse_fetch_head,
+    parse_ls_tree,
+)
 
 log = logging.getLogger(__name__)
 GIT_TIMEOUT = 120.0
@@ -54,6 +56,7 @@ class GitRepo:
     # One writer of the mirror's remote-tracking refs at a time: a sync's fetch and a record
     # push's fetch at once fail with "cannot lock ref 'refs/remotes/origin/main'".
     _refs: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    _fetched: set[str] = field(default_factory=set, repr=False, compare=False)  # branches
 
     def __post_init__(self) -> None:
         self.url = absolute_if_local(self.url)
@@ -79,31 +82,7 @@ class GitRepo:
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
         full_env = self._env()
         full_env.update(env or {})
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            *args,
-            cwd=str(cwd or self.gitdir),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=full_env,
-            start_new_session=True,  # its own process group: a kill reaches its children
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
-        except (TimeoutError, asyncio.CancelledError) as stopped:
-            # The whole group: a hung push's helpers (ssh, receive-pack and its hook on a
-            # local remote) hold our pipes, and killing git alone would leave us waiting.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            if isinstance(stopped, TimeoutError):
-                message = f"git {args[0]}: no answer within {limit:g}s"
-                raise GitError(message, no_answer=True) from None
-            raise
-        if proc.returncode != 0:
-            raise GitError(f"git {args[0]}: {stderr_detail(err, proc.returncode)}")
-        return out
+        return await run_git(args, cwd=cwd or self.gitdir, env=full_env, stdin=stdin, limit=limit)
 
     @property
     def gitdir(self) -> Path:
@@ -136,14 +115,30 @@ class GitRepo:
         """The branch's head, fetched. The first fetch of a branch is shallow (its head
         alone): the daemon reads trees, not old history, and years of it must not cost a
         full clone at start-up; later fetches bring every new commit. Not `full_history`:
-        judging signatures walks down the record commits above a head."""
+        judging signatures walks down the record commits above a head.
+
+        It sits between a push and its first change, so it spawns no more than it must:
+        the head comes from FETCH_HEAD (documented for scripts), not a `rev-parse`, and
+        git's housekeeping waits for `housekeep`."""
         name = branch or self.branch
-        shallow = not self.full_history and await self.local_head(name) is None
+        known = name in self._fetched or await self.local_head(name) is not None
+        shallow = not self.full_history and not known
         limits = (["--depth=1"] if shallow else []) + ([partial.FETCH_FILTER] * self.partial)
         refspec = f"+refs/heads/{name}:refs/remotes/origin/{name}"
         async with self._refs:
-            await self.git("fetch", "--quiet", "--no-tags", *limits, "origin", refspec)
-            return await self.local_head(name)
+            await self.git(
+                *("-c", "maintenance.auto=false", "fetch", "--quiet", "--no-tags"),
+                *(*limits, "origin", refspec),
+            )
+            self._fetched.add(name)
+            fetched = parse_fetch_head((self.gitdir / "FETCH_HEAD").read_bytes())
+            return fetched or await self.local_head(name)
+
+    async def housekeep(self) -> None:
+        """git's own housekeeping (`gc --auto`: packs loose objects once there are many),
+        which fetches leave to this: it runs at a periodic sync, never on the way from a
+        push to its first change."""
+        await self.git("maintenance", "run", "--auto", "--quiet")
 
     async def remote_heads(self) -> dict[str, str]:
         """Every branch on the remote and its commit (one `ls-remote`)."""

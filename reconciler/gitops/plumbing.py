@@ -1,4 +1,5 @@
-"""What git's plumbing commands print, parsed: `ls-tree -r -l -z` and `cat-file --batch`."""
+"""What git's plumbing commands print, parsed: `ls-tree -r -l -z`, `cat-file --batch` and
+the FETCH_HEAD a fetch writes."""
 
 from __future__ import annotations
 
@@ -44,3 +45,10 @@ def parse_cat_file_batch(out: bytes, shas: Sequence[str]) -> tuple[dict[str, byt
         blobs[sha] = out[header_end + 1 : header_end + 1 + size]
         pos = header_end + 1 + size + 1
     return blobs, missing
+
+
+def parse_fetch_head(raw: bytes) -> str | None:
+    """The commit of the first ref a fetch wrote to FETCH_HEAD (git-fetch(1): "<sha>\t
+    [not-for-merge]\t<what> of <url>" per ref), or None if it wrote none."""
+    first = raw.split(b"\n", 1)[0].split(b"\t", 1)[0].strip().decode("ascii", "replace")
+    return first if len(first) in (40, 64) and all(c in "0123456789abcdef" for c in first) else None
