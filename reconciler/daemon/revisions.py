@@ -16,6 +16,7 @@ from reconciler.daemon.queue import RunQueue
 from reconciler.daemon.recovery import Recovery, finals_in_git
 from reconciler.daemon.runs import Runs
 from reconciler.daemon.sync import decide
+from reconciler.daemon.together import all_of
 from reconciler.formats import reports
 from reconciler.formats.execution import execution_path
 from reconciler.formats.run_record import recorded_runs
@@ -77,6 +78,7 @@ class Revisions:
         self.pushed = False  # a webhook said the branch moved since the last sync
         self.git_ok = False
         self.last_errors: bytes | None = None
+        self.prunable: tuple[list[dict[str, Any]], dict[str, str]] | None = None
 
     async def sync(self) -> bool:
         """One sync; False when git or the API failed it (the loop tries again soon)."""
@@ -90,6 +92,8 @@ class Revisions:
                 head = await self.git.remote_head()
                 if head is not None and head != self.synced_head:
                     await self.git.fetch()
+                elif head is not None:
+                    await self._housekeep()  # nothing new to run: the time to tidy up
             log.debug("head %s", head, extra={"stage": "fetched"})
             if head is None:
                 raise GitError(
@@ -113,7 +117,20 @@ class Revisions:
         finally:
             self.metrics.sync_duration.observe(time.monotonic() - start)
         self.runs.start_ready()
+        if self.prunable is not None:
+            executions, recorded = self.prunable
+            self.prunable = None
+            try:
+                await self._prune_executions(executions, recorded)
+            except (GitError, KubeError) as err:  # the next revision prunes them
+                log.warning("pruning finished executions failed: %s", err)
         return synced
+
+    async def _housekeep(self) -> None:
+        try:
+            await self.git.housekeep()
+        except GitError as err:  # the mirror still works; git tries again next time
+            log.warning("git housekeeping failed: %s", err)
 
     async def read_approvals(self) -> None:
         """--once: the remote's new decisions only (no new revision runs); a failure is
@@ -129,15 +146,22 @@ class Revisions:
     async def _refresh(self, head: str) -> None:
         revision = f"{self.config.branch}@sha1:{head}"
         decided = await self.approvals.update(head)  # before the runs that wait look again
-        records = await self.git.ls_tree(head, self.config.records_path)  # once a revision
+        # Read at once, not one after another: this is on the way from a push to its run.
+        # The workflows wait for the verdict on signatures when there is one to wait for.
+        reads = [
+            self.git.ls_tree(head, self.config.records_path),  # once a revision
+            self.kube.list_metadata("workflowexecutions", execution_path()),
+        ]
+        if self.judge is None:
+            reads.append(self.cache.desired(self.git, head, self.config.path))
+        records, executions, *read = await all_of(*reads)
         if self.judge is not None and not await self._signed(head, records):
             return
-        desired = await self.cache.desired(self.git, head, self.config.path)
+        desired = read[0] if read else await self.cache.desired(self.git, head, self.config.path)
         self._record_errors(desired.issues)
         recorded = recorded_runs(records)
         self._report_unreached(decided, set(recorded))
         await self.recovery.record_lost_finals(recorded, self.runs.submit_final)
-        executions = await self.kube.list_metadata("workflowexecutions", execution_path())
         decision = decide(
             desired.workflows,
             recorded=set(recorded),
@@ -151,7 +175,7 @@ class Revisions:
         for name in self.queue.apply(decision, revision):
             log.info("workflow %s was deleted while running: cancelling", name)
         self.metrics.queue_depth.set(len(self.queue.waiting))
-        await self._prune_executions(executions, recorded)
+        self.prunable = (executions, recorded)  # once the new runs have started
 
     def _report_unreached(self, decided: list[Any], recorded: set[str]) -> None:
         waiting = {
