@@ -21,6 +21,7 @@ from reconciler.observability.logs import log_transition
 from reconciler.observability.metrics import Metrics
 
 log = logging.getLogger("reconciler.daemon")
+START_RECORD_DELAY = 0.25  # s after a run starts, its Running record is spooled
 
 
 class Runs:
@@ -67,14 +68,24 @@ class Runs:
     async def _run(self, waiting: Waiting, cancel: asyncio.Event) -> RunRecord | None:
         loaded = waiting.loaded
 
+        loop = asyncio.get_running_loop()
+        start_record: asyncio.TimerHandle | None = None
+
         async def commit_start(record: RunRecord, t: Transition) -> None:
+            nonlocal start_record
             starting = t.scope == "run" and t.phase == RunPhase.RUNNING.value
             # and when a step waits for people: its record in git says how to decide
             asking = t.scope == "step" and t.phase == StepPhase.WAITING_FOR_APPROVAL.value
-            if (starting and not record.execution_order) or asking:
-                # rendered and spooled (an fsync) once the step's first request is out:
-                # the record need not be durable before the step starts
-                asyncio.get_running_loop().call_soon(self.submit, record, loaded.file)
+            if starting and not record.execution_order:
+                # Not before the first step's requests are out: a record commit and its
+                # push are git processes that would compete with them for the CPU. It is
+                # rendered when it is due, so it shows how far the run got; a run over by
+                # then has only its final record.
+                start_record = loop.call_later(START_RECORD_DELAY, self.submit, record, loaded.file)
+            elif asking:
+                if start_record is not None:
+                    start_record.cancel()  # this one says more
+                loop.call_soon(self.submit, record, loaded.file)
 
         try:
             record = await run_in_cluster(
@@ -98,6 +109,8 @@ class Runs:
             self.crashed += 1
             return None
         finally:
+            if start_record is not None:
+                start_record.cancel()
             self.queue.finished(loaded)
             self.metrics.runs_active.set(len(self.queue.running))
             self.wake.set()  # a slot is free: start what is queued

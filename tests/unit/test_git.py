@@ -313,3 +313,70 @@ def test_fetches_at_once_while_the_remote_moves_never_collide_on_the_ref(
 
     run(main())
     assert run(repo.local_head()) == sh("git", "rev-parse", "HEAD", cwd=clone)
+
+
+def test_fetch_returns_each_new_head_and_leaves_housekeeping_for_later(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The head comes from FETCH_HEAD, not a rev-parse: it must still be the new one after
+    every push, and the fetch must not start git's maintenance (housekeep does)."""
+    bare, clone = remote
+    git = repo(bare, tmp_path)
+    trace = tmp_path / "trace.txt"
+
+    async def main() -> None:
+        await git.ensure()
+        await git.fetch()
+        for n in range(3):
+            (clone / "workflows" / "a.yaml").write_text(f"a: {n + 10}\n")
+            sh("git", "commit", "--quiet", "-am", f"change {n}", cwd=clone)
+            sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+            assert await git.fetch() == sh("git", "rev-parse", "HEAD", cwd=clone)
+        fetched = await git.git("fetch", "--quiet", "origin", env={"GIT_TRACE": str(trace)})
+        assert fetched == b""
+        assert "maintenance" in trace.read_text()  # the plain command would start it
+        trace.write_text("")
+        await git.git(
+            *("-c", "maintenance.auto=false", "fetch", "--quiet", "origin"),
+            env={"GIT_TRACE": str(trace)},
+        )
+        assert "maintenance" not in trace.read_text()
+        await git.housekeep()
+
+    run(main())
+
+
+def test_plumbing_reads_fetch_head_and_names_the_command() -> None:
+    from reconciler.gitops.gitcommand import command_name
+    from reconciler.gitops.plumbing import parse_fetch_head
+
+    sha = "a" * 40
+    assert parse_fetch_head(f"{sha}\t\tbranch 'main' of http://x/r\n".encode()) == sha
+    assert parse_fetch_head(b"") is None
+    assert parse_fetch_head(b"not a sha\t\tbranch 'main'\n") is None
+    assert command_name(["-c", "maintenance.auto=false", "fetch", "--quiet"]) == "fetch"
+    assert command_name(["ls-remote", "origin"]) == "ls-remote"
+
+
+def test_a_failing_read_cancels_the_others() -> None:
+    from reconciler.daemon.together import all_of
+
+    cancelled = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def fails() -> None:
+        raise GitError("no")
+
+    async def main() -> None:
+        assert await all_of(asyncio.sleep(0, 1), asyncio.sleep(0, 2)) == [1, 2]
+        with pytest.raises(GitError):
+            await all_of(slow(), fails())
+
+    run(main())
+    assert cancelled == [True]
