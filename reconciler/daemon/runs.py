@@ -69,22 +69,31 @@ class Runs:
         loaded = waiting.loaded
 
         loop = asyncio.get_running_loop()
-        start_record: asyncio.TimerHandle | None = None
+        start_record: list[tuple[dict[str, bytes | None], str]] = []  # rendered, not spooled
+        due: asyncio.TimerHandle | None = None
+
+        def render_start(record: RunRecord) -> None:  # as the run looked when it started
+            files = record_files(self.records_path, record, loaded.file)
+            start_record.append((files, commit_message(record)))
+
+        def spool_start() -> None:
+            while start_record:
+                self.writer.submit(*start_record.pop(0))
 
         async def commit_start(record: RunRecord, t: Transition) -> None:
-            nonlocal start_record
+            nonlocal due
             starting = t.scope == "run" and t.phase == RunPhase.RUNNING.value
             # and when a step waits for people: its record in git says how to decide
             asking = t.scope == "step" and t.phase == StepPhase.WAITING_FOR_APPROVAL.value
             if starting and not record.execution_order:
-                # Not before the first step's requests are out: a record commit and its
-                # push are git processes that would compete with them for the CPU. It is
-                # rendered when it is due, so it shows how far the run got; a run over by
-                # then has only its final record.
-                start_record = loop.call_later(START_RECORD_DELAY, self.submit, record, loaded.file)
+                # Rendered once the step's first request is out; handed to the writer a
+                # quarter second later, or when the run ends if that is sooner (before its
+                # final record): its commit and push are git processes that would compete
+                # with the first step's requests for the CPU.
+                loop.call_soon(render_start, record)
+                due = loop.call_later(START_RECORD_DELAY, spool_start)
             elif asking:
-                if start_record is not None:
-                    start_record.cancel()  # this one says more
+                spool_start()
                 loop.call_soon(self.submit, record, loaded.file)
 
         try:
@@ -109,8 +118,9 @@ class Runs:
             self.crashed += 1
             return None
         finally:
-            if start_record is not None:
-                start_record.cancel()
+            if due is not None:
+                due.cancel()
+            spool_start()
             self.queue.finished(loaded)
             self.metrics.runs_active.set(len(self.queue.running))
             self.wake.set()  # a slot is free: start what is queued
