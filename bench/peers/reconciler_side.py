@@ -284,6 +284,15 @@ class Bench:
         git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
         return cls(work, cluster, kubeconfig, api, namespace, bare, clone)
 
+    def watch(self) -> ReplicasWatch:
+        """The trials' witness: Deployment `web`'s spec.replicas, from a watch."""
+        return ReplicasWatch(self.api, self.namespace, "web")
+
+    def delete(self) -> None:
+        """The cluster, if the bench made its own."""
+        if self.cluster is not None:
+            self.cluster.delete()
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -296,28 +305,20 @@ def main() -> int:
     )
     args = parser.parse_args()
     bench = Bench.make("peers-ours-")
-    cluster, kubeconfig, api, namespace = (
-        bench.cluster,
-        bench.kubeconfig,
-        bench.api,
-        bench.namespace,
-    )
-    bare, clone, work = bench.bare, bench.clone, bench.work
-    watcher = ReplicasWatch(api, namespace, "web")
+    watcher = bench.watch()
     with contextlib.ExitStack() as stack:
-        url = f"file://{bare}"
+        url = f"file://{bench.bare}"
         if args.remote == "http":
             from gitserver import GitServer
 
-            url = stack.enter_context(GitServer(bare)).url
-        ours = Ours(kubeconfig, url, clone, work / "ours", namespace)
+            url = stack.enter_context(GitServer(bench.bare)).url
+        ours = Ours(bench.kubeconfig, url, bench.clone, bench.work / "ours", bench.namespace)
         try:
             _alone(ours, watcher, args.trials)
         finally:
             watcher.stop()
             ours.stop()
-            if cluster is not None:
-                cluster.delete()
+            bench.delete()
     return 0
 
 

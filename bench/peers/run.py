@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flux import FluxPeer, GitServer, build, version
-from reconciler_side import STAGES, Bench, Ours, ReplicasWatch, summary, trial
+from reconciler_side import STAGES, Bench, Ours, summary, trial
 
 
 def table(name: str, ours: list[float], theirs: list[float]) -> list[str]:
@@ -47,14 +47,9 @@ def main() -> int:
     args = parser.parse_args()
     build()
     bench = Bench.make("peers-side-")
-    cluster, kubeconfig, api, namespace = (
-        bench.cluster,
-        bench.kubeconfig,
-        bench.api,
-        bench.namespace,
-    )
+    kubeconfig, namespace = bench.kubeconfig, bench.namespace
     work, bare, clone = bench.work, bench.bare, bench.clone
-    watcher = ReplicasWatch(api, namespace, "web")
+    watcher = bench.watch()
     ours: Ours | None = None
     flux: FluxPeer | None = None
     try:
@@ -98,8 +93,7 @@ def main() -> int:
             ours.stop()
         if flux is not None:
             flux.stop()
-        if cluster is not None:
-            cluster.delete()
+        bench.delete()
     return 0
 
 
