@@ -28,6 +28,7 @@ from reconciler.daemon.queue import RunQueue
 from reconciler.daemon.recovery import Recovery
 from reconciler.daemon.revisions import Revisions
 from reconciler.daemon.runs import Runs
+from reconciler.daemon.shutdown import SHUTDOWN_GRACE, exit_within
 from reconciler.daemon.supervisor import Supervisor, TaskFailed
 from reconciler.engine.runner import Engine
 from reconciler.formats.execution import daemon_labels
@@ -153,9 +154,12 @@ class Daemon:
         # safe to restart: it holds no state of its own (readiness and metrics are ours)
         self.supervisor.start("http", self.http.serve, restart=True)
         log.info("listening on %s:%d", self.http.server.server_address[0], self.http.port)
+        code = 1  # an unexpected error: the command logs it and exits 1
         try:
-            return await self._serve()
+            code = await self._serve()
+            return code
         finally:
+            exit_within(SHUTDOWN_GRACE, code)  # a stop that hangs must not keep the process
             for handle in self.queue.running.values():  # first: no new step may start
                 handle.task.cancel()
             await self.supervisor.stop()

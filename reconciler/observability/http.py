@@ -179,6 +179,8 @@ class HttpServer:
     def __init__(self, listen: str, endpoints: Endpoints) -> None:
         host, _, port = listen.rpartition(":")
         self.server = CappedServer((host or "127.0.0.1", int(port)), make_handler(endpoints))
+        self._lock = threading.Lock()
+        self._serving = self._stopped = False
 
     @property
     def port(self) -> int:
@@ -186,8 +188,20 @@ class HttpServer:
 
     async def serve(self) -> None:
         """Serve in a worker thread until `stop`; a supervised task (its crash is seen)."""
-        await asyncio.to_thread(self.server.serve_forever)
+        await asyncio.to_thread(self._serve_until_stopped)
+
+    def _serve_until_stopped(self) -> None:
+        with self._lock:
+            if self._stopped:  # its thread started only after `stop`
+                return
+            self._serving = True
+        self.server.serve_forever()
 
     def stop(self) -> None:
-        self.server.shutdown()  # returns at once if it is not serving
+        with self._lock:
+            self._stopped = True
+            serving = self._serving
+        # socketserver's shutdown waits for serve_forever to end: for ever if it never began
+        if serving:
+            self.server.shutdown()
         self.server.server_close()

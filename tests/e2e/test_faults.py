@@ -428,10 +428,12 @@ spec:
     finally:
         thawed = datetime.now(UTC)
         os.kill(a.pid, signal.SIGCONT)
-    # leadership lost: exit 2. Twice its shutdown took over 30 s on a slow machine (why is
-    # not known yet); the claim is the exit and the silence after the thaw, not the speed
-    assert a.proc.wait(timeout=90) == 2, a.logs()[-2000:]
+    # leadership lost: exit 2, within the daemon's stop grace of 20 s (daemon/shutdown.py).
+    # Its stop took over 30 s twice, and once over 90 s, on a loaded machine; if the grace
+    # runs out, what still ran is in its log, and this test reports it
+    assert a.proc.wait(timeout=60) == 2, a.logs()[-2000:]
     exited_in = (datetime.now(UTC) - thawed).total_seconds()
+    hung = [line for line in a.logs().splitlines() if "the stop did not finish" in line]
     relax_budget()
     wait_for(lambda: record_commits(remote, "frozen", "Succeeded"), 90, "the standby finished")
     audit = AuditLog(audit_log)
@@ -445,4 +447,5 @@ spec:
         "\nfrozen leader: thawed after the standby took over; no write of the run from it"
         f" after the thaw ({'its write was fenced' if fenced else 'it noticed the loss first'});"
         f" it exited {exited_in:.1f}s after the thaw"
+        + (f"; ITS STOP HUNG until the grace ran out: {hung[0]}" if hung else "")
     )
