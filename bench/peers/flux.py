@@ -1,6 +1,6 @@
 """The Flux side of the peers bench (issue 18): fluxcd source-controller and kustomize-controller
 (built by bench/peers/build_flux.sh) as local processes against a cluster, a GitRepository and a
-Kustomization reading a smart-HTTP git remote on 127.0.0.1 (bench/peers/gitserver.py). One
+Kustomization reading a smart-HTTP git remote on 127.0.0.1 (tests/gitserver.py). One
 trial = one pushed commit that changes a Deployment's replicas in the manifest Flux applies,
 measured from the push to the Deployment's spec.replicas changing in the API (a watch; one
 clock, time.time(), the clock of bench/peers/reconciler_side.py).
@@ -55,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))  # gitserver.py
 
 from gitserver import GitServer, die_with_parent  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402

@@ -32,6 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))  # gitserver.py
 
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import watch  # noqa: E402
@@ -124,6 +125,7 @@ class Ours:
     interval: int = 3600
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    extra: tuple[str, ...] = ()  # more daemon flags (the bench's baseline: --git-client-fetch)
     log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(suffix=".log")))
 
     def start(self) -> Ours:
@@ -135,7 +137,7 @@ class Ours:
         args += ["--workdir", str(self.workdir / "daemon"), "--kubeconfig", self.kubeconfig]
         args += ["--listen", f"127.0.0.1:{self.port}", "--interval", str(self.interval)]
         args += ["--webhook-secret-file", str(secret), "--log-format", "json"]
-        args += ["--log-level", "DEBUG"]
+        args += ["--log-level", "DEBUG", *self.extra]
         self.proc = subprocess.Popen(
             args, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT
         )
@@ -276,6 +278,8 @@ class Bench:
         deployment(api, namespace, "web", replicas=1)
         bare, clone = work / "remote.git", work / "clone"
         git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=work)
+        # as GitHub's: the daemon's partial mirror gets blobs over its limit filtered out
+        git("config", "uploadpack.allowFilter", "true", cwd=bare)
         git("clone", "--quiet", str(bare), str(clone), cwd=work)
         git("config", "user.email", "sre@example.com", cwd=clone)
         git("config", "user.name", "SRE", cwd=clone)
@@ -298,6 +302,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument(
+        "--git-client-fetch",
+        action="store_true",
+        help="the daemon's --git-client-fetch: every fetch by the git client (the baseline)",
+    )
+    parser.add_argument(
         "--remote",
         choices=("file", "http"),
         default="file",
@@ -313,6 +322,7 @@ def main() -> int:
 
             url = stack.enter_context(GitServer(bench.bare)).url
         ours = Ours(bench.kubeconfig, url, bench.clone, bench.work / "ours", bench.namespace)
+        ours.extra = ("--git-client-fetch",) * args.git_client_fetch
         try:
             _alone(ours, watcher, args.trials)
         finally:

@@ -61,18 +61,19 @@ def main() -> int:
                 repo_url=server.url,
                 receiver_resources=tuple(args.receiver_resources.split(",")),
             ).start()
-            results: dict[str, dict[str, list]] = {"event": {}, "poll": {}}
+            results: dict[str, dict[str, list]] = {}
             replicas = 2
-            for mode, count, interval in (
-                ("event", args.trials, 3600),
-                ("poll", args.poll_trials, args.interval),
+            for mode, count, interval, extra in (
+                ("event", args.trials, 3600, ()),
+                ("event-git-client", args.trials, 3600, ("--git-client-fetch",)),
+                ("poll", args.poll_trials, args.interval, ()),
             ):
                 if count == 0:
                     continue
                 ours = Ours(kubeconfig, server.url, clone, work / f"ours-{mode}", namespace)
-                ours.interval = interval
+                ours.interval, ours.extra = interval, extra
                 ours.start()
-                flux.set_mode(mode, interval=args.interval)
+                flux.set_mode(mode.split("-")[0], interval=args.interval)
                 flux.reset_usage()
                 before = ours.usage()[0]
                 mine, theirs = [], []
@@ -105,6 +106,12 @@ def report(results: dict[str, dict[str, list]], args: argparse.Namespace) -> Non
     )
     for mode, title in (
         ("event", f"event-driven ({args.trials} trials each, interleaved)"),
+        (
+            "event-git-client",
+            f"event-driven, our baseline: the daemon's --git-client-fetch, every fetch by the"
+            f" git client as before issue 18's in-process fetch ({args.trials} trials each,"
+            " interleaved)",
+        ),
         ("poll", f"polling every {args.interval}s ({args.poll_trials} trials each)"),
     ):
         got = results.get(mode) or {}
@@ -131,6 +138,15 @@ def report(results: dict[str, dict[str, list]], args: argparse.Namespace) -> Non
             if (v := [t.stages[key] for t in got["flux"] if key in t.stages])
         )
         print(flux_stages)
+    fast, baseline = results.get("event"), results.get("event-git-client")
+    if fast and baseline:
+        ours = statistics.median(r["total"] for r in fast["ours"])
+        before = statistics.median(r["total"] for r in baseline["ours"])
+        print(
+            f"ours event-driven, in-process fetch vs the git client's (median): {ours:.3f}"
+            f" vs {before:.3f} s ({ours / before:.2f}); target <= 0.100 s:"
+            f" {'met' if ours <= 0.1 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

@@ -126,6 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
         seconds,
         metavar="DURATION",
     ),
+    Setting(
+        "git_client_fetch",
+        False,
+        "fetch an http(s) remote with the git client every time; by default the daemon"
+        " fetches it itself after the first fetch (one connection kept open, two requests)",
+        switch=True,
+    ),
     Setting("log_format", "json", "json: one JSON object per line; text: for people", choices=LOGS),
     Setting("log_level", "INFO", "the least severe messages logged", str.upper, choices=LEVELS),
     Setting(
@@ -170,6 +177,7 @@ class DaemonConfig:
     execution_history: int | None = _default("execution_history")
     plan_branches: str | None = _default("plan_branches")  # planned, never executed
     git_timeout: float = _default("git_timeout")
+    git_client_fetch: bool = _default("git_client_fetch")
     prometheus_url: str | None = _default("prometheus_url")
     policy: Policy = field(default_factory=Policy)
 

@@ -71,6 +71,7 @@ class Daemon:
             author_email=config.author_email,
             signing_key=config.signing_key,
             timeout=config.git_timeout,
+            in_process_http=not config.git_client_fetch,
             # signature verification and approvals both walk the history
             full_history=config.allowed_signers is not None or bool(config.policy.approvers.people),
             partial=True,

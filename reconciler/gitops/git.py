@@ -3,7 +3,8 @@
 We drive the git CLI with one-shot `asyncio` subprocesses, not GitPython (docs/
 architecture.md, Dependencies): every command we need is plumbing, each with a timeout,
 environment and process group, and nothing stays running between commands, so GitPython's
-long-lived `git cat-file` processes cannot leak in a long-running daemon.
+long-lived `git cat-file` processes cannot leak in a long-running daemon. An http(s)
+remote's later fetches are ours, in process (gitops/httpfetch.py), git's if they cannot be.
 
 The daemon never has a working tree: workflows are read from the fetched commit, and record
 commits are built on top of the remote head with a temporary index (read-tree, update-index,
@@ -15,6 +16,7 @@ then pushing again. Never a force-push.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -26,6 +28,7 @@ from reconciler.attempt import Backoff, attempt
 from reconciler.gitops import partial
 from reconciler.gitops.credentials import Credentials, git_environment
 from reconciler.gitops.gitcommand import GitError, absolute_if_local, is_transient, run_git
+from reconciler.gitops.httpfetch import HttpFetch, Unsupported
 from reconciler.gitops.plumbing import (
     TreeEntry,
     parse_cat_file_batch,
@@ -57,9 +60,13 @@ class GitRepo:
     # push's fetch at once fail with "cannot lock ref 'refs/remotes/origin/main'".
     _refs: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     _fetched: set[str] = field(default_factory=set, repr=False, compare=False)  # branches
+    in_process_http: bool = True  # later fetches of an http(s) remote are ours, not git's
+    _http: HttpFetch | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.url = absolute_if_local(self.url)
+        http = HttpFetch.for_url(self.url, self.credentials.token_file, self.timeout)
+        self._http = http if self.in_process_http else None
 
     @property
     def remote_ref(self) -> str:
@@ -99,6 +106,9 @@ class GitRepo:
 
     async def remote_head(self) -> str | None:
         """The branch's commit on the remote (`ls-remote`: cheap, no objects transferred)."""
+        if self._http is not None:
+            with contextlib.suppress(Unsupported):  # said in the log; git answers instead
+                return await self._http.head(self.branch)
         out = await self.git("ls-remote", "origin", f"refs/heads/{self.branch}", timeout=30)
         line = out.decode().split()
         return line[0] if line else None
@@ -126,6 +136,9 @@ class GitRepo:
         limits = (["--depth=1"] if shallow else []) + ([partial.FETCH_FILTER] * self.partial)
         refspec = f"+refs/heads/{name}:refs/remotes/origin/{name}"
         async with self._refs:
+            if known and self._http is not None:
+                with contextlib.suppress(Unsupported):  # said in the log; git fetches instead
+                    return await self._http.fetch(self.gitdir, name, self._env(), self.partial)
             await self.git(
                 *("-c", "maintenance.auto=false", "fetch", "--quiet", "--no-tags"),
                 *(*limits, "origin", refspec),
@@ -271,15 +284,9 @@ class GitRepo:
         return [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i]]
 
     async def verify_commit(self, commit: str, allowed_signers: Path) -> bool:
+        signers = ["-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}"]
         try:
-            await self.git(
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                f"gpg.ssh.allowedSignersFile={allowed_signers}",
-                "verify-commit",
-                commit,
-            )
+            await self.git(*signers, "verify-commit", commit)
             return True
         except GitError:
             return False

@@ -13,7 +13,8 @@ from dataclasses import replace
 from reconciler.gitops.plumbing import TreeEntry, parse_ls_tree
 from reconciler.manifest.yamlsource import MAX_FILE_BYTES
 
-FETCH_FILTER = f"--filter=blob:limit={MAX_FILE_BYTES + 1}"  # omits blobs of this size and up
+FILTER = f"blob:limit={MAX_FILE_BYTES + 1}"  # omits blobs of this size and up
+FETCH_FILTER = f"--filter={FILTER}"
 ENVIRONMENT = {"GIT_NO_LAZY_FETCH": "1"}
 
 Git = Callable[..., Awaitable[bytes]]

@@ -39,6 +39,7 @@ from kubernetes.client.exceptions import ApiException
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # kubehelp.py, daemonhelp.py, kwokcluster.py
+sys.path.insert(0, str(HERE.parent))  # gitserver.py
 
 from kwokcluster import (  # noqa: E402
     ClusterError,

@@ -26,6 +26,7 @@ from daemonhelp import (  # noqa: F401  (fixtures)
     webhook_daemon,
 )
 from figures import report
+from gitserver import GitServer
 from kubehelp import (  # noqa: F401
     api,
     configmap_data,
@@ -87,20 +88,47 @@ def test_push_runs_and_records_reformat_does_nothing_change_runs_again(
 def test_polling_a_remote_url_picks_up_a_push(
     api, namespace, kubeconfig, remote, daemons, tmp_path: Path
 ) -> None:
-    """A remote given as a URL is polled (ls-remote every --interval, fetched only when the
-    head moved); no watch, no webhook."""
+    """A remote given as an http URL behind a token (`git http-backend`, as an https host
+    serves it) is polled (its head asked every --interval, fetched only when it moved); no
+    watch, no webhook. After git's first fetch the daemon's own smart-HTTP client asks and
+    fetches (gitops/httpfetch.py); record commits are pushed by git with the token."""
     deployment(api, namespace, "web", replicas=1)
-    daemon = Daemon(
-        f"file://{remote.bare}", tmp_path / "work", kubeconfig, "--interval", "2"
-    ).start()
-    daemons.append(daemon)
-    remote.write("workflows/scale.yaml", scale_workflow("polled", namespace, 2))
-    pushed = time.time()
-    remote.commit_all("scale web to 2")
-    wait_for(lambda: read_deployment(api, namespace, "web").spec.replicas == 2, 30, "polled")
-    latency = time.time() - pushed
-    wait_for(lambda: record_commits(remote, "polled", "Succeeded"), 30, "record commit")
-    report(f"push-to-change latency (polling, --interval 2s): {latency:.2f}s")
+    token, log = tmp_path / "token", tmp_path / "requests.log"
+    token.write_text(uuid.uuid4().hex + "\n")
+    server = GitServer(remote.bare, requests_log=log, token_file=token).start()
+    try:
+        daemon = Daemon(
+            server.url, tmp_path / "work", kubeconfig, "--interval", "2", "--token-file", str(token)
+        ).start()
+        daemons.append(daemon)
+        for round_, replicas in enumerate((2, 3), start=1):
+            remote.write("workflows/scale.yaml", scale_workflow("polled", namespace, replicas))
+            pushed = time.time()
+            remote.commit_all(f"scale web to {replicas}")
+            wait_for(
+                lambda replicas=replicas: (
+                    read_deployment(api, namespace, "web").spec.replicas == replicas
+                ),
+                30,
+                "polled",
+            )
+            latency = time.time() - pushed
+            wait_for(
+                lambda round_=round_: len(record_commits(remote, "polled", "Succeeded")) >= round_,
+                30,
+                "record commit",
+            )
+        report(f"push-to-change latency (polling over HTTP, --interval 2s): {latency:.2f}s")
+    finally:
+        server.stop()
+    asked = [line.split(" ", 2) for line in log.read_text().splitlines()]
+    by_git = [(method, path) for method, path, agent in asked if agent.startswith("git/2")]
+    ours = [path for _, path, agent in asked if agent == "git/reconciler"]
+    # git fetched once, at the start; every later head and fetch was the daemon's own
+    assert by_git.count(("GET", "/remote.git/info/refs?service=git-upload-pack")) == 1, asked
+    assert ours.count("/remote.git/git-upload-pack") >= 4, asked  # 2 fetches, 2 heads at least
+    assert ("POST", "/remote.git/git-receive-pack") in by_git  # records, by git, with the token
+    assert "in-process" not in daemon.log_path.read_text()  # no fall-back to git was needed
 
 
 def test_invalid_manifest_is_recorded_and_valid_ones_still_run(

@@ -1,19 +1,22 @@
-"""A smart-HTTP git server on 127.0.0.1 for bench/peers: `git http-backend` (CGI) serving one
-bare repository, so that Flux's source-controller (which does not read file:// remotes) and our
-daemon can share one remote.
+"""A smart-HTTP git server on 127.0.0.1: `git http-backend` (CGI) serving one bare
+repository. bench/peers shares it between Flux's source-controller (which does not read
+file:// remotes) and our daemon; the tests of the daemon's in-process fetch use its options:
+a log of the requests (who asked for what), a token every request must carry, a server that
+speaks only git protocol v0.
 
 As a library: `with GitServer(bare) as server: server.url` runs the server in a child process
 (its own interpreter, so its work never competes with the bench's watch thread for the GIL)
 that dies with its parent (PR_SET_PDEATHSIG), even on kill -9 of the bench. Pushes over HTTP
 are allowed (http.receivepack), so both sides can push and fetch through it.
 
-Alone: `python bench/peers/gitserver.py REPO.git [--port N]` prints the URL and serves until
+Alone: `python tests/gitserver.py REPO.git [--port N]` prints the URL and serves until
 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import http.server
@@ -51,6 +54,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "bench-peers-git/1"
     project_root: Path = Path()
     repo_name: str = ""
+    requests_log: Path | None = None  # one line per request served: method, path, User-Agent
+    token: str | None = None  # every request must authenticate as x-access-token:<token>
+    protocol_v2: bool = True  # False: the Git-Protocol header is dropped (a v0 server)
 
     def do_GET(self) -> None:
         self._backend()
@@ -78,6 +84,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _backend(self) -> None:
         url = urlsplit(self.path)
+        if self.token is not None:
+            pair = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
+            if self.headers.get("Authorization") != f"Basic {pair}":
+                self._body()
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        if self.requests_log is not None:  # what it served (not what it refused)
+            with self.requests_log.open("a") as log:
+                log.write(f"{self.command} {self.path} {self.headers.get('User-Agent')}\n")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": str(self.project_root),
@@ -92,7 +110,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "REMOTE_USER": "bench",  # receive-pack needs an authenticated user (or the config)
             "CONTENT_TYPE": self.headers.get("Content-Type", ""),
         }
-        for header in ("Content-Encoding", "Git-Protocol", "Accept"):
+        passed = ("Content-Encoding", "Accept") + ("Git-Protocol",) * self.protocol_v2
+        for header in passed:
             if header in self.headers:
                 env["HTTP_" + header.upper().replace("-", "_")] = self.headers[header]
         body = self._body()
@@ -122,11 +141,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
-def serve(repo: Path, port: int = 0, on_ready=None) -> None:
+def serve(repo: Path, port: int = 0, on_ready=None, **options: object) -> None:
     """Serve the bare repository `repo` at http://127.0.0.1:<port>/<repo name> until stopped
-    (SIGTERM or SIGINT)."""
+    (SIGTERM or SIGINT). `options`: the handler's requests_log, token, protocol_v2."""
     repo = repo.resolve()
-    handler = type("Handler", (_Handler,), {"project_root": repo.parent, "repo_name": repo.name})
+    attributes = {"project_root": repo.parent, "repo_name": repo.name, **options}
+    handler = type("Handler", (_Handler,), attributes)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     url = f"http://127.0.0.1:{server.server_address[1]}/{repo.name}"
@@ -148,10 +168,21 @@ def serve(repo: Path, port: int = 0, on_ready=None) -> None:
 class GitServer:
     """`git http-backend` for one bare repository, in a child process on 127.0.0.1."""
 
-    def __init__(self, repo: Path, port: int = 0, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        port: int = 0,
+        log: Path | None = None,
+        requests_log: Path | None = None,
+        token_file: Path | None = None,
+        protocol_v2: bool = True,
+    ) -> None:
         self.repo = Path(repo).resolve()
         self.port = port
         self.log = log
+        self.options = [f"--requests={requests_log}"] if requests_log else []
+        self.options += [f"--token-file={token_file}"] if token_file else []
+        self.options += [] if protocol_v2 else ["--v0"]
         self.url = ""
         self.proc: subprocess.Popen[str] | None = None
 
@@ -163,7 +194,7 @@ class GitServer:
         stderr = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, str(self.repo), "--port", str(self.port)],
+                [sys.executable, __file__, str(self.repo), "--port", str(self.port)] + self.options,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
@@ -218,7 +249,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path, help="a bare repository")
     parser.add_argument("--port", type=int, default=0, help="default: one the kernel picks")
+    parser.add_argument("--requests", type=Path, help="log each request's line to this file")
+    parser.add_argument("--token-file", type=Path, help="require this token (Basic auth)")
+    parser.add_argument("--v0", action="store_true", help="speak git protocol v0 only")
     args = parser.parse_args()
+    options = {"requests_log": args.requests, "protocol_v2": not args.v0}
+    if args.token_file:
+        options["token"] = args.token_file.read_text().strip()
     if not (args.repo / "HEAD").is_file():
         parser.error(f"{args.repo} is not a bare git repository")
 
@@ -226,7 +263,7 @@ def main() -> int:
         print(f"{READY_PREFIX}{url}", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(args.repo, args.port, on_ready=ready)
+        serve(args.repo, args.port, on_ready=ready, **options)
     return 0
 
 
