@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gitrepos import bare_and_clone
 
 from reconciler.cli import main
 from reconciler.gitops import approvals
@@ -74,12 +75,7 @@ def policy(keys: dict[str, Path]) -> Approvers:
 @pytest.fixture
 def remote(tmp_path: Path) -> tuple[Path, Path]:
     """A bare remote with one commit on main, and a clone of it."""
-    bare = tmp_path / "remote.git"
-    sh("git", "init", "--bare", "--quiet", "-b", "main", str(bare), cwd=tmp_path)
-    clone = tmp_path / "clone"
-    sh("git", "clone", "--quiet", str(bare), str(clone), cwd=tmp_path)
-    sh("git", "config", "user.name", "Alice", cwd=clone)
-    sh("git", "config", "user.email", ALICE, cwd=clone)
+    bare, clone = bare_and_clone(tmp_path, "Alice", ALICE)
     commit(clone, {"workflows/w.yaml": "w\n"}, None, "workflows")
     sh("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
     return bare, clone

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitrepos import bare_and_clone, sh
 
 from reconciler.gitops.git import GitError, GitRepo
 
 
-def sh(*args: str, cwd: Path) -> str:
-    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def remote(tmp_path: Path) -> tuple[Path, Path]:
-    bare = tmp_path / "remote.git"
-    sh("git", "init", "--bare", "--quiet", "-b", "main", str(bare), cwd=tmp_path)
-    clone = tmp_path / "clone"
-    sh("git", "clone", "--quiet", str(bare), str(clone), cwd=tmp_path)
-    sh("git", "config", "user.email", "sre@example.com", cwd=clone)
-    sh("git", "config", "user.name", "SRE", cwd=clone)
+    bare, clone = bare_and_clone(tmp_path)
     (clone / "workflows").mkdir()
     (clone / "workflows" / "a.yaml").write_text("a: 1\n")
     (clone / "workflows" / "b.yaml").write_text("b: 2\n")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gitrepos import bare_and_clone, sh
 
 from reconciler.gitops import objectstore
 from reconciler.gitops.credentials import Credentials
@@ -31,19 +32,10 @@ OURS = "git/reconciler"
 HUGE_LINES = MAX_FILE_BYTES // 4 + 1  # a file over the manifest limit
 
 
-def sh(*args: str, cwd: Path) -> str:
-    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def remote(tmp_path: Path) -> tuple[Path, Path]:
-    bare = tmp_path / "remote.git"
-    sh("git", "init", "--bare", "--quiet", "-b", "main", str(bare), cwd=tmp_path)
+    bare, clone = bare_and_clone(tmp_path)
     sh("git", "config", "uploadpack.allowFilter", "true", cwd=bare)  # as GitHub's
-    clone = tmp_path / "clone"
-    sh("git", "clone", "--quiet", str(bare), str(clone), cwd=tmp_path)
-    sh("git", "config", "user.email", "sre@example.com", cwd=clone)
-    sh("git", "config", "user.name", "SRE", cwd=clone)
     (clone / "workflows").mkdir()
     (clone / "workflows" / "old.yaml").write_text("kept: in history only\n")
     commit(clone, "old.yaml there")
