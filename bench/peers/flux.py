@@ -36,8 +36,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +55,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests"))  # gitserver.py
 
+from common import Usage, free_port, git, process_usage, reset_peak_rss, summary  # noqa: E402
 from gitserver import GitServer, die_with_parent  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
@@ -115,17 +114,6 @@ def api_client(kubeconfig: str) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -135,16 +123,6 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
             return last
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-
-
-def summary(values: list[float]) -> str:
-    """min / median / p95 / max, three decimals (the format of reconciler_side.py)."""
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return (
-        f"min {ordered[0]:.3f}  median {statistics.median(ordered):.3f}  p95 {p95:.3f}"
-        f"  max {ordered[-1]:.3f}"
-    )
 
 
 def deployment_manifest(namespace: str, name: str, replicas: int) -> str:
@@ -172,31 +150,6 @@ spec:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Usage:
-    """CPU seconds (user + system) and peak resident set (VmHWM, MiB) of one process."""
-
-    cpu_seconds: float
-    peak_rss_mib: float
-
-
-def process_usage(pid: int) -> Usage:
-    """From /proc: CPU since the process started, peak RSS since it started or since the last
-    reset_peak_rss()."""
-    peak = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return Usage(cpu, peak)
-
-
-def reset_peak_rss(pid: int) -> None:
-    """Reset a process's VmHWM to its current RSS (Linux >= 4.0: clear_refs 5)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 @dataclass

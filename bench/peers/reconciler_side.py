@@ -17,8 +17,6 @@ import hmac
 import json
 import os
 import queue
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,22 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests"))  # gitserver.py
 
+from common import free_port, git, process_usage, summary  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import watch  # noqa: E402
 
 STAGES = ("webhook", "fetched", "refreshed", "created", "apply")
 SECRET = b"peers-bench-secret"
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def workflow(namespace: str, deployment: str, replicas: int) -> str:
@@ -209,29 +197,10 @@ class Ours:
                 self.proc.wait()
 
 
-def process_usage(pid: int) -> tuple[float, float]:
-    peak = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return cpu, peak
-
-
 def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
-
-
-def summary(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return (
-        f"min {ordered[0]:.3f}  median {statistics.median(ordered):.3f}  p95 {p95:.3f}"
-        f"  max {ordered[-1]:.3f}"
-    )
 
 
 def trial(ours: Ours, watcher: ReplicasWatch, replicas: int, polling: bool) -> dict[str, float]:
