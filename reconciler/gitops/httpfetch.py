@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.gitops import objectstore, partial
+from reconciler.gitops.gitcommand import GitError
 from reconciler.gitops.pktline import ProtocolError
 from reconciler.gitops.smarthttp import SmartHttpRemote, Unsupported
 
@@ -65,8 +66,14 @@ class HttpFetch:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._thread, call, *args)
-        except (objectstore.StoreRefused, ProtocolError, http.client.HTTPException) as err:
+        except TimeoutError:  # the answer stopped coming half-way: as git's timeout says it
             self.remote.close()
+            verb = "ls-remote" if what == "ls-refs" else what  # the command it stands for
+            raise GitError(
+                f"git {verb}: no answer within {self.remote.timeout:g}s", no_answer=True
+            ) from None
+        except (objectstore.StoreRefused, ProtocolError, http.client.HTTPException, OSError) as err:
+            self.remote.close()  # a connection broken half-way, a pack git would not store
             unsupported = Unsupported(str(err) or type(err).__name__)
         except Unsupported as err:
             self.remote.close()

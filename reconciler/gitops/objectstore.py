@@ -100,6 +100,8 @@ def store_pack(
             pass  # it refused the pack early: its message says why
         err = proc.stderr.read()
         code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StoreRefused(f"{command[1]} did not finish within {timeout:g}s") from None
     finally:  # also when the pack's stream failed half-way: no half-fed git left behind
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

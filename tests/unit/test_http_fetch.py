@@ -21,8 +21,9 @@ from gitrepos import bare_and_clone, sh
 from reconciler.gitops import objectstore
 from reconciler.gitops.credentials import Credentials
 from reconciler.gitops.git import GitError, GitRepo
+from reconciler.gitops.httpfetch import HttpFetch
 from reconciler.gitops.pktline import ProtocolError, packets, pkt
-from reconciler.gitops.smarthttp import SmartHttpRemote, sideband
+from reconciler.gitops.smarthttp import ADVERTISEMENT, RESULT, SmartHttpRemote, sideband
 from reconciler.manifest.yamlsource import MAX_FILE_BYTES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -214,6 +215,40 @@ def test_a_remote_that_never_answers_fails_in_bounded_time() -> None:
     listener.close()
     for conn in accepted:
         conn.close()
+
+
+def test_a_remote_that_stops_half_way_through_its_answer_fails_in_bounded_time() -> None:
+    """The capabilities, then the head's answer begun and never finished: a GitError as
+    git's own timeout gives (the sync logs it and tries again), not a raw socket error."""
+    advertisement = pkt("version 2\n") + pkt("ls-refs\n") + b"0000"
+    answers = [
+        (ADVERTISEMENT, advertisement),
+        (RESULT, None),  # headers and a few bytes, then silence
+    ]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        conn = listener.accept()[0]
+        for content_type, body in answers:
+            conn.recv(65536)
+            sent = body if body is not None else b"0032"
+            length = len(sent) if body is not None else 1000
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+            conn.sendall(f"{head}Content-Length: {length}\r\n\r\n".encode() + sent)
+        time.sleep(3)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    fetch = HttpFetch.for_url(f"http://127.0.0.1:{listener.getsockname()[1]}/r.git", None, 0.5)
+    assert fetch is not None
+    started = time.monotonic()
+    with pytest.raises(GitError, match=r"^git ls-remote: no answer within 0\.5s$"):
+        asyncio.run(fetch.head("main"))
+    assert time.monotonic() - started < 3
+    fetch.close()
+    listener.close()
 
 
 def test_the_remote_s_error_in_the_pack_stream_is_its_message() -> None:
