@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,6 +175,9 @@ class SmartHttpRemote:
                 raise GitError(
                     f"git {verb}: no answer within {self.timeout:g}s", no_answer=True
                 ) from None
+            except ssl.SSLError as err:  # git may trust what we do not (http.sslCAInfo)
+                self._drop()
+                raise Unsupported(f"TLS: {err}", lasting=True) from None
             except (http.client.HTTPException, OSError) as err:
                 self._drop()
                 if fresh:

@@ -6,9 +6,11 @@ and what it cannot do goes to git, said in the log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -249,6 +251,50 @@ def test_a_remote_that_stops_half_way_through_its_answer_fails_in_bounded_time()
     assert time.monotonic() - started < 3
     fetch.close()
     listener.close()
+
+
+def test_a_certificate_we_do_not_trust_goes_to_git_for_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """git may trust a CA that Python does not (its http.sslCAInfo): after one TLS
+    failure the git client answers every later request, said once."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn = listener.accept()[0]
+                with contextlib.suppress(OSError):
+                    context.wrap_socket(conn, server_side=True)  # the client refuses it
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/r.git"
+    git = GitRepo(url=url, workdir=tmp_path / "work", timeout=10)
+
+    async def main() -> None:
+        await git.ensure()
+        for _ in range(2):
+            with pytest.raises(GitError, match="certificate verification failed"):  # git's answer
+                await git.remote_head()
+
+    with caplog.at_level(logging.WARNING, logger="reconciler.gitops.httpfetch"):
+        asyncio.run(main())
+    listener.close()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "TLS:" in warnings[0], warnings
+    assert "using the git client from now on" in warnings[0]
 
 
 def test_the_remote_s_error_in_the_pack_stream_is_its_message() -> None:
