@@ -23,13 +23,14 @@ test-unit: $(STAMP)
 
 # The e2e suite as two pytest sessions at once, each with its own control plane: the suite
 # waits on leases, timeouts and polls far more than it computes (one session kept the 2 cores
-# 31% busy). The first has every test of the real node (one per machine), the second the
-# rest, new files included; each ends with its own render check and secret scan.
+# 31% busy). The first has every test of the real node (one per machine) and the crash tests
+# (to balance the two: 401 s and 514 s without them, 2026-12-03), the second the rest, new
+# files included; each ends with its own render check and secret scan.
 E2E        := tests/e2e
 # (the real node starts in the background when the session does: its tests come later)
 E2E_FIRST  := $(addprefix $(E2E)/,test_faults.py test_deploy_rbac.py test_checks_e2e.py \
 	test_image.py test_real_node.py test_outputs_e2e.py test_daemon_pod.py test_examples.py \
-	test_soak.py test_workflow_runs.py test_zz_real_node_leaves_no_trace.py)
+	test_soak.py test_workflow_runs.py test_crash.py test_zz_real_node_leaves_no_trace.py)
 # both end with these: the render check of the reports they committed, the secret scan
 E2E_LAST   := $(addprefix $(E2E)/,test_zz_report_render.py test_zz_secret_scan.py)
 E2E_SECOND := $(filter-out $(E2E_FIRST) $(E2E_LAST),$(sort $(wildcard $(E2E)/test_*.py)))
