@@ -24,6 +24,11 @@ class GitError(Exception):
         self.no_answer = no_answer  # the remote did not answer in time (hung, not refusing)
 
 
+def no_answer(command: str, limit: float) -> GitError:
+    """A git command (or the in-process request standing for it) the remote left hanging."""
+    return GitError(f"git {command}: no answer within {limit:g}s", no_answer=True)
+
+
 def is_transient(err: Exception) -> bool:
     """Git errors worth trying again: a rejected push, an unreachable or hung remote."""
     return isinstance(err, GitError) and err.transient
@@ -79,7 +84,7 @@ async def run_git(
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         if isinstance(stopped, TimeoutError):
-            raise GitError(f"git {name}: no answer within {limit:g}s", no_answer=True) from None
+            raise no_answer(name, limit) from None
         raise
     if proc.returncode != 0:
         raise GitError(f"git {name}: {stderr_detail(err, proc.returncode)}")

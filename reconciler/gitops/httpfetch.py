@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.gitops import objectstore, partial
-from reconciler.gitops.gitcommand import GitError
+from reconciler.gitops.gitcommand import no_answer
 from reconciler.gitops.pktline import ProtocolError
-from reconciler.gitops.smarthttp import SmartHttpRemote, Unsupported
+from reconciler.gitops.smarthttp import GIT_COMMAND, SmartHttpRemote, Unsupported
 
 log = logging.getLogger(__name__)
 REMOTE_REFS = "refs/remotes/origin/"
@@ -68,10 +68,7 @@ class HttpFetch:
             return await loop.run_in_executor(self._thread, call, *args)
         except TimeoutError:  # the answer stopped coming half-way: as git's timeout says it
             self.remote.close()
-            verb = "ls-remote" if what == "ls-refs" else what  # the command it stands for
-            raise GitError(
-                f"git {verb}: no answer within {self.remote.timeout:g}s", no_answer=True
-            ) from None
+            raise no_answer(GIT_COMMAND[what], self.remote.timeout) from None
         except (objectstore.StoreRefused, ProtocolError, http.client.HTTPException, OSError) as err:
             self.remote.close()  # a connection broken half-way, a pack git would not store
             unsupported = Unsupported(str(err) or type(err).__name__)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from reconciler.gitops.gitcommand import GitError
+from reconciler.gitops.gitcommand import GitError, no_answer
 from reconciler.gitops.pktline import Marker, ProtocolError, command_request, packets, text
 
 USER_AGENT = "git/reconciler"  # servers give the smart protocol to agents named git/*
@@ -33,6 +33,7 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTPS_PROXY", "ALL
 ADVERTISEMENT = "application/x-git-upload-pack-advertisement"
 RESULT = "application/x-git-upload-pack-result"
 TOKEN_USER = "x-access-token"  # as gitops/credentials.py's askpass answers git
+GIT_COMMAND = {"ls-refs": "ls-remote", "fetch": "fetch"}  # the git command each stands for
 
 
 class Unsupported(Exception):
@@ -170,11 +171,7 @@ class SmartHttpRemote:
                 return conn.getresponse()
             except TimeoutError:
                 self._drop()
-                # as git's own timeout says it (gitops/gitcommand.py), by the command it replaces
-                verb = "ls-remote" if command == "ls-refs" else "fetch"
-                raise GitError(
-                    f"git {verb}: no answer within {self.timeout:g}s", no_answer=True
-                ) from None
+                raise no_answer(GIT_COMMAND[command], self.timeout) from None
             except ssl.SSLError as err:  # git may trust what we do not (http.sslCAInfo)
                 self._drop()
                 raise Unsupported(f"TLS: {err}", lasting=True) from None
